@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:
+#   make run   - generate the bundled Sentinel-2 sample (first time) and run the pipeline on it locally
+#   make test  - lint and run the test suite
+# Both install what they need first (Java 17 if missing, .venv with pinned dependencies).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SAMPLE := data/sample
+CONFIG ?= conf/local.yaml
+# Spark workers must use the venv's interpreter; loopback keeps local Spark off the network.
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export SPARK_LOCAL_IP := 127.0.0.1
+
+.PHONY: setup run test lint sample clean
+
+setup:
+	@scripts/bootstrap.sh
+
+$(SAMPLE)/L2/index.csv.gz: | setup
+	$(PY) -m evi_udf.sample --out $(SAMPLE) --level L2A --resolution-factor 10 --seed 0
+
+sample: $(SAMPLE)/L2/index.csv.gz
+
+run: setup sample
+	$(PY) -m evi_udf.catalog --config $(CONFIG) --master 'local[2]'
+
+lint: setup
+	$(VENV)/bin/ruff check lib tests spark_jobs bench
+
+test: setup lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(SAMPLE) out

@@ -1,0 +1,261 @@
+"""The job configuration: one frozen, typed object loaded once on the driver and passed down.
+
+A YAML file in ``conf/`` gives the values; ``--set section.key=value`` overrides on the command line
+are applied on top. Every key is checked: an unknown key, a missing required key or a bad value
+raises :class:`~evi_udf.errors.ConfigError` with the dotted name of the key, e.g.
+``catalog.max_cloud_cover: must be between 0 and 100, got 140``.
+
+The dataclasses below are the single source of truth for what can be configured; the loader reads
+their type hints, so adding a field here is all it takes to make it configurable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from evi_udf.errors import ConfigError
+
+Level = Literal["L1C", "L2A"]
+Period = Literal["day", "month", "quarter", "year", "all"]
+QualityRule = Literal["passed", "passed_or_missing", "any"]
+
+PERIODS: tuple[str, ...] = typing.get_args(Period)
+LEVELS: tuple[str, ...] = typing.get_args(Level)
+
+# Zone 01-60, latitude band C-X without I and O, 100 km square column A-Z and row A-V without I, O.
+MGRS_TILE_PATTERN = re.compile(r"^(0[1-9]|[1-5][0-9]|60)[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]$")
+
+
+def normalize_tile(tile: str) -> str:
+    """Return ``tile`` as the index spells it (``55HBU``), accepting the file-name form ``T55HBU``.
+
+    Raises
+    ------
+    ValueError
+        If the text is not a valid MGRS 100 km square reference.
+    """
+    text = tile.strip().upper()
+    if len(text) == 6 and text.startswith("T"):
+        text = text[1:]
+    if not MGRS_TILE_PATTERN.match(text):
+        raise ValueError(f"{tile!r} is not an MGRS tile like 55HBU (zone 01-60, band C-X, square)")
+    return text
+
+
+def _fail(key: str, message: str) -> typing.NoReturn:
+    raise ConfigError(f"{key}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogConfig:
+    """Which scenes of the Sentinel-2 index to use and how to group them.
+
+    Dates are UTC calendar dates of the sensing time, both ends inclusive. ``bbox`` is
+    ``[west, south, east, north]`` in degrees; ``west > east`` means the box crosses the antimeridian.
+    A scene is kept when its index bounding box intersects ``bbox``.
+    """
+
+    index_uri: str
+    level: Level = "L2A"
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    tiles: tuple[str, ...] = ()
+    bbox: tuple[float, float, float, float] | None = None
+    max_cloud_cover: float = 100.0
+    geometric_quality: QualityRule = "passed_or_missing"
+    period: Period = "month"
+
+    def __post_init__(self) -> None:
+        if not self.index_uri.strip():
+            _fail("index_uri", "must name the index file (local path or gs:// URI)")
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            _fail("start_date", f"{self.start_date} is after end_date {self.end_date}")
+        if not 0.0 <= self.max_cloud_cover <= 100.0:
+            _fail("max_cloud_cover", f"must be between 0 and 100, got {self.max_cloud_cover}")
+        normalized = []
+        for tile in self.tiles:
+            try:
+                normalized.append(normalize_tile(tile))
+            except ValueError as exc:
+                _fail("tiles", str(exc))
+        object.__setattr__(self, "tiles", tuple(dict.fromkeys(normalized)))
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            if not (-180.0 <= west <= 180.0 and -180.0 <= east <= 180.0):
+                _fail("bbox", f"longitudes must be within [-180, 180], got {self.bbox}")
+            if not (-90.0 <= south < north <= 90.0):
+                _fail("bbox", f"latitudes must satisfy -90 <= south < north <= 90, got {self.bbox}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    """Where the run writes its rasters, tables and report (local folder or ``gs://`` prefix)."""
+
+    root: str = "out"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """The whole job's configuration."""
+
+    catalog: CatalogConfig
+    output: OutputConfig = OutputConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (dates as ISO strings), e.g. for a run report or a parameter hash."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(item) for item in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
+    """Load the job configuration from a YAML file plus ``key.path=value`` overrides.
+
+    Parameters
+    ----------
+    path
+        A YAML file, e.g. ``conf/local.yaml``.
+    overrides
+        Strings like ``catalog.max_cloud_cover=30``; the value is parsed as YAML, so lists
+        (``catalog.tiles=[55HBU,55HCU]``) and ``null`` work.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or parsed, or any key is unknown, missing or invalid.
+    """
+    config_path = Path(path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"config file {config_path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {config_path} must hold a mapping of sections")
+    for override in overrides:
+        _apply_override(data, override)
+    try:
+        return config_from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from None
+
+
+def config_from_mapping(data: Mapping[str, Any]) -> JobConfig:
+    """Build and validate a :class:`JobConfig` from plain data (as parsed from YAML)."""
+    return _build_dataclass(JobConfig, data, prefix="")
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    key_path, separator, raw_value = override.partition("=")
+    if not separator or not key_path.strip():
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    keys = key_path.strip().split(".")
+    target = data
+    for key in keys[:-1]:
+        child = target.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {key} is not a section")
+        target = child
+    try:
+        target[keys[-1]] = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except (yaml.YAMLError, ValueError):
+        # Not YAML (or an impossible date YAML rejects): keep the text, so the type check of the key
+        # reports what is wrong with it.
+        target[keys[-1]] = raw_value
+
+
+def _build_dataclass(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        _fail(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        _fail(f"{prefix}{unknown[0]}", f"unknown key (known keys here: {known})")
+    values = {}
+    for name, field in fields.items():
+        key = f"{prefix}{name}"
+        if name in data:
+            values[name] = _convert(hints[name], data[name], key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            if dataclasses.is_dataclass(hints[name]):
+                values[name] = _build_dataclass(hints[name], {}, prefix=f"{key}.")
+            else:
+                _fail(key, "is required")
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}{exc}") from None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build_dataclass(hint, value, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _convert(inner, value, key)
+    if origin is Literal:
+        if value not in args:
+            _fail(key, f"must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            _fail(key, f"must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+        if len(value) != len(args):
+            _fail(key, f"must have exactly {len(args)} items, got {len(value)}")
+        return tuple(_convert(arg, item, f"{key}[{i}]") for i, (arg, item) in enumerate(zip(args, value)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, f"must be a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _fail(key, f"must be text, got {value!r}")
+        return value
+    if hint is dt.date:
+        if isinstance(value, dt.datetime):
+            _fail(key, f"must be a date like 2023-01-31, got a date-time {value!r}")
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            _fail(key, f"must be a date like 2023-01-31, got {value!r}")
+    raise TypeError(f"config field {key} has a type the loader does not handle: {hint!r}")

@@ -1,0 +1,40 @@
+"""The one error hierarchy of the pipeline.
+
+Every failure the pipeline raises on purpose is an :class:`EviError`. Code deep in the library raises
+the most specific subclass with a message that names the scene, file or setting at fault; only the
+boundaries (the UDF edge, the job entry point, the CLI tools) catch them and turn them into status
+rows or exit codes.
+"""
+
+from __future__ import annotations
+
+
+class EviError(Exception):
+    """Base class of every error the pipeline raises deliberately.
+
+    ``stage`` names the pipeline step that failed; it becomes the ``stage`` column of failure rows.
+    """
+
+    stage = "pipeline"
+
+
+class ConfigError(EviError, ValueError):
+    """A setting is missing, unknown or has a bad value. The message names the key."""
+
+    stage = "config"
+
+
+class CatalogError(EviError):
+    """The Sentinel-2 index could not be read or does not have the expected shape."""
+
+    stage = "catalog"
+
+
+class IndexSchemaError(CatalogError):
+    """The index file's header is not the 14-column Sentinel-2 index header."""
+
+
+class SampleError(EviError):
+    """The local sample archive could not be generated with the requested options."""
+
+    stage = "sample"
