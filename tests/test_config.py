@@ -48,13 +48,16 @@ def test_defaults_apply_for_keys_not_given() -> None:
 
 def test_overrides_parse_values_as_yaml_and_normalise_tiles(tmp_path: Path) -> None:
     path = write_config(tmp_path, "catalog:\n  index_uri: a.csv.gz\n")
-    config = load_config(path, [
-        "catalog.tiles=[T55HBU, 55hcu, 55HBU]",
-        "catalog.max_cloud_cover=30",
-        "catalog.bbox=[143.5, -38.1, 145.0, -37.0]",
-        "catalog.start_date=2022-01-05",
-        "output.root=gs://bucket/evi",
-    ])
+    config = load_config(
+        path,
+        [
+            "catalog.tiles=[T55HBU, 55hcu, 55HBU]",
+            "catalog.max_cloud_cover=30",
+            "catalog.bbox=[143.5, -38.1, 145.0, -37.0]",
+            "catalog.start_date=2022-01-05",
+            "output.root=gs://bucket/evi",
+        ],
+    )
     # T-prefixed and lower-case forms are the same tiles; duplicates collapse in order.
     assert config.catalog.tiles == ("55HBU", "55HCU")
     assert config.catalog.max_cloud_cover == 30.0
@@ -68,27 +71,54 @@ def test_overrides_parse_values_as_yaml_and_normalise_tiles(tmp_path: Path) -> N
     ("yaml_text", "overrides", "message"),
     [
         ("catalog:\n  index_uri: a\n  max_clod_cover: 3\n", [], "catalog.max_clod_cover: unknown key"),
-        ("catalog:\n  index_uri: a\n", ["catalog.max_cloud_cover=140"],
-         "catalog.max_cloud_cover: must be between 0 and 100, got 140"),
-        ("catalog:\n  index_uri: a\n", ["catalog.max_cloud_cover=lots"], "catalog.max_cloud_cover: must be a number"),
+        (
+            "catalog:\n  index_uri: a\n",
+            ["catalog.max_cloud_cover=140"],
+            "catalog.max_cloud_cover: must be between 0 and 100, got 140",
+        ),
+        (
+            "catalog:\n  index_uri: a\n",
+            ["catalog.max_cloud_cover=lots"],
+            "catalog.max_cloud_cover: must be a number",
+        ),
         ("catalog:\n  level: L2A\n", [], "catalog.index_uri: is required"),
         ("catalog:\n  index_uri: a\n", ["catalog.level=L3"], "catalog.level: must be one of L1C, L2A"),
         ("catalog:\n  index_uri: a\n", ["catalog.period=week"], "catalog.period: must be one of day, month"),
-        ("catalog:\n  index_uri: a\n", ["catalog.tiles=[55HBU, 99ZZZ]"], "catalog.tiles: '99ZZZ' is not an MGRS tile"),
-        ("catalog:\n  index_uri: a\n", ["catalog.start_date=2022-13-01"], "catalog.start_date: must be a date"),
-        ("catalog:\n  index_uri: a\n  start_date: 2022-03-01\n  end_date: 2022-01-01\n", [],
-         "catalog.start_date: 2022-03-01 is after end_date 2022-01-01"),
+        (
+            "catalog:\n  index_uri: a\n",
+            ["catalog.tiles=[55HBU, 99ZZZ]"],
+            "catalog.tiles: '99ZZZ' is not an MGRS tile",
+        ),
+        (
+            "catalog:\n  index_uri: a\n",
+            ["catalog.start_date=2022-13-01"],
+            "catalog.start_date: must be a date",
+        ),
+        (
+            "catalog:\n  index_uri: a\n  start_date: 2022-03-01\n  end_date: 2022-01-01\n",
+            [],
+            "catalog.start_date: 2022-03-01 is after end_date 2022-01-01",
+        ),
         ("catalog:\n  index_uri: a\n", ["catalog.bbox=[1, 2, 3]"], "catalog.bbox: must have exactly 4 items"),
-        ("catalog:\n  index_uri: a\n", ["catalog.bbox=[10, 5, 20, 1]"], "catalog.bbox: latitudes must satisfy"),
-        ("catalog:\n  index_uri: a\n", ["catalog.bbox=[190, 1, 20, 5]"], "catalog.bbox: longitudes must be within"),
+        (
+            "catalog:\n  index_uri: a\n",
+            ["catalog.bbox=[10, 5, 20, 1]"],
+            "catalog.bbox: latitudes must satisfy",
+        ),
+        (
+            "catalog:\n  index_uri: a\n",
+            ["catalog.bbox=[190, 1, 20, 5]"],
+            "catalog.bbox: longitudes must be within",
+        ),
         ("catalog:\n  index_uri: a\n", ["outputs.root=x"], "outputs: unknown key"),
         ("catalog:\n  index_uri: a\n", ["catalog.max_cloud_cover"], "must look like section.key=value"),
         ("catalog: [1, 2]\n", [], "catalog: must be a mapping"),
         ("- just\n- a list\n", [], "must hold a mapping of sections"),
     ],
 )
-def test_bad_settings_fail_with_a_message_naming_the_key(tmp_path: Path, yaml_text: str, overrides: list[str],
-                                                         message: str) -> None:
+def test_bad_settings_fail_with_a_message_naming_the_key(
+    tmp_path: Path, yaml_text: str, overrides: list[str], message: str
+) -> None:
     path = write_config(tmp_path, yaml_text)
     with pytest.raises(ConfigError) as caught:
         load_config(path, overrides)
@@ -102,7 +132,9 @@ def test_unreadable_config_file_names_the_path(tmp_path: Path) -> None:
 
 
 def test_to_dict_is_plain_data() -> None:
-    config = config_from_mapping({"catalog": {"index_uri": "a", "start_date": "2022-01-01", "tiles": ["55HBU"]}})
+    config = config_from_mapping(
+        {"catalog": {"index_uri": "a", "start_date": "2022-01-01", "tiles": ["55HBU"]}}
+    )
     plain = config.to_dict()
     assert plain["catalog"]["start_date"] == "2022-01-01"
     assert plain["catalog"]["tiles"] == ["55HBU"]

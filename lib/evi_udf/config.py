@@ -232,7 +232,9 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             return tuple(_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
         if len(value) != len(args):
             _fail(key, f"must have exactly {len(args)} items, got {len(value)}")
-        return tuple(_convert(arg, item, f"{key}[{i}]") for i, (arg, item) in enumerate(zip(args, value)))
+        return tuple(
+            _convert(arg, item, f"{key}[{i}]") for i, (arg, item) in enumerate(zip(args, value, strict=True))
+        )
     if hint is bool:
         if not isinstance(value, bool):
             _fail(key, f"must be true or false, got {value!r}")

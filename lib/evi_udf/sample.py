@@ -67,8 +67,21 @@ OFFSET_BASELINE = (4, 0)
 RADIOMETRIC_OFFSET = -1000
 NODATA_DN = 0
 SATURATED_DN = 65_535
-BAND_IDS = {"B01": 0, "B02": 1, "B03": 2, "B04": 3, "B05": 4, "B06": 5, "B07": 6, "B08": 7, "B8A": 8,
-            "B09": 9, "B10": 10, "B11": 11, "B12": 12}
+BAND_IDS = {
+    "B01": 0,
+    "B02": 1,
+    "B03": 2,
+    "B04": 3,
+    "B05": 4,
+    "B06": 5,
+    "B07": 6,
+    "B08": 7,
+    "B8A": 8,
+    "B09": 9,
+    "B10": 10,
+    "B11": 11,
+    "B12": 12,
+}
 EVI_BANDS = ("B02", "B04", "B08")
 
 SCL_NO_DATA, SCL_SATURATED, SCL_DARK, SCL_SHADOW = 0, 1, 2, 3
@@ -224,13 +237,17 @@ class Product:
     @property
     def product_id(self) -> str:
         acq = self.acquisition
-        return (f"{acq.mission}_MSI{self.level}_{_compact(acq.sensing)}_N{self.baseline.replace('.', '')}"
-                f"_R{acq.relative_orbit:03d}_T{self.tile}_{_compact(self.generation)}")
+        return (
+            f"{acq.mission}_MSI{self.level}_{_compact(acq.sensing)}_N{self.baseline.replace('.', '')}"
+            f"_R{acq.relative_orbit:03d}_T{self.tile}_{_compact(self.generation)}"
+        )
 
     @property
     def granule_id(self) -> str:
-        return (f"{self.level}_T{self.tile}_A{self.acquisition.absolute_orbit:06d}_"
-                f"{_compact(self.granule_sensing)}")
+        return (
+            f"{self.level}_T{self.tile}_A{self.acquisition.absolute_orbit:06d}_"
+            f"{_compact(self.granule_sensing)}"
+        )
 
     @property
     def datatake_identifier(self) -> str:
@@ -279,7 +296,9 @@ def plan_archive(spec: SampleSpec) -> list[Product]:
     tiles = tuple(normalize_tile(tile) for tile in spec.tiles)
     acquisitions = []
     for k in range(spec.scenes_per_tile):
-        sensing = dt.datetime.combine(spec.start_date + dt.timedelta(days=REVISIT_DAYS * k), dt.time(0, 27, 9))
+        sensing = dt.datetime.combine(
+            spec.start_date + dt.timedelta(days=REVISIT_DAYS * k), dt.time(0, 27, 9)
+        )
         mission = "S2B" if k % 2 == 0 else "S2A"
         acquisitions.append(Acquisition(k, sensing, mission, 16, swath_edge=k % 2 == 1))
     products: list[Product] = []
@@ -299,9 +318,17 @@ def plan_archive(spec: SampleSpec) -> list[Product]:
         # An overpass of the neighbouring orbit whose product never reached the bucket.
         first = acquisitions[0]
         orphan = Acquisition(-1, first.sensing + dt.timedelta(days=2, minutes=10), "S2A", 59, False)
-        products.append(Product(level, tiles[min(1, len(tiles) - 1)], orphan,
-                                original_baseline(orphan.sensing.date()),
-                                orphan.sensing + dt.timedelta(hours=2), "PASSED", has_files=False))
+        products.append(
+            Product(
+                level,
+                tiles[min(1, len(tiles) - 1)],
+                orphan,
+                original_baseline(orphan.sensing.date()),
+                orphan.sensing + dt.timedelta(hours=2),
+                "PASSED",
+                has_files=False,
+            )
+        )
     products.sort(key=lambda p: (p.acquisition.sensing, p.tile, p.level, p.baseline))
     return products
 
@@ -321,7 +348,7 @@ class _WaveField:
 
     def __call__(self, x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
         total = np.zeros(x_km.shape, dtype=np.float32)
-        for kx, ky, phase in zip(self._kx, self._ky, self._phase):
+        for kx, ky, phase in zip(self._kx, self._ky, self._phase, strict=True):
             total += np.sin(kx * x_km + ky * y_km + phase).astype(np.float32)
         return total * np.float32(self._scale)
 
@@ -384,8 +411,9 @@ class SceneRender:
     nodata: np.ndarray
 
 
-def render_block(earth: SyntheticEarth, acq: Acquisition, lon: np.ndarray, lat: np.ndarray,
-                 noise_key: Sequence[int]) -> SceneRender:
+def render_block(
+    earth: SyntheticEarth, acq: Acquisition, lon: np.ndarray, lat: np.ndarray, noise_key: Sequence[int]
+) -> SceneRender:
     """Everything the sensor sees over one block of pixels for one acquisition."""
     date = acq.sensing.date()
     x_km, y_km = _local_km(lon, lat)
@@ -411,11 +439,14 @@ def render_block(earth: SyntheticEarth, acq: Acquisition, lon: np.ndarray, lat: 
     return SceneRender(boa, toa, scl, saturated, nodata)
 
 
-def reflectance_to_dn(reflectance: np.ndarray, has_offset: bool, saturated: np.ndarray,
-                      nodata: np.ndarray) -> np.ndarray:
+def reflectance_to_dn(
+    reflectance: np.ndarray, has_offset: bool, saturated: np.ndarray, nodata: np.ndarray
+) -> np.ndarray:
     """Encode reflectance as the L1C/L2A digital number: DN = reflectance * 10000 - offset."""
     offset = RADIOMETRIC_OFFSET if has_offset else 0
-    dn = np.rint(reflectance * QUANTIFICATION_VALUE - offset)
+    # Quantize first, then shift in integers, so a reprocessing with an offset encodes exactly the
+    # same reflectance (float rounding of refl * 10000 + 1000 would differ by one DN now and then).
+    dn = np.rint(reflectance * QUANTIFICATION_VALUE).astype(np.int32) - offset
     dn = np.clip(dn, 1, SATURATED_DN - 1).astype(np.uint16)
     dn[:, saturated] = SATURATED_DN
     dn[:, nodata] = NODATA_DN
@@ -485,12 +516,26 @@ def _open_jp2(path: Path, grid: TileGrid, scale: int, count: int = 1, dtype: str
     path.parent.mkdir(parents=True, exist_ok=True)
     size = grid.pixels // scale
     transform = grid.transform * Affine.scale(scale)
-    return rasterio.open(path, "w", driver="JP2OpenJPEG", width=size, height=size, count=count,
-                         dtype=dtype, crs=f"EPSG:{grid.epsg}", transform=transform, **JP2_OPTIONS)
+    return rasterio.open(
+        path,
+        "w",
+        driver="JP2OpenJPEG",
+        width=size,
+        height=size,
+        count=count,
+        dtype=dtype,
+        crs=f"EPSG:{grid.epsg}",
+        transform=transform,
+        **JP2_OPTIONS,
+    )
 
 
-def write_products(earth: SyntheticEarth, grid: TileGrid, products: Sequence[Product], root: Path,
-                   ) -> dict[Product, _ProductStats]:
+def write_products(
+    earth: SyntheticEarth,
+    grid: TileGrid,
+    products: Sequence[Product],
+    root: Path,
+) -> dict[Product, _ProductStats]:
     """Render one tile for one acquisition and write every product of it (levels, reprocessings)."""
     lonlat = _LonLatGrid(grid)
     acq = products[0].acquisition
@@ -512,25 +557,34 @@ def write_products(earth: SyntheticEarth, grid: TileGrid, products: Sequence[Pro
         for row_start in range(0, grid.pixels, BLOCK_ROWS):
             row_stop = min(row_start + BLOCK_ROWS, grid.pixels)
             lon, lat = lonlat.block(row_start, row_stop)
-            render = render_block(earth, acq, lon, lat, (grid.epsg, int(grid.ulx), int(grid.uly),
-                                                         acq.sensing.toordinal(), row_start))
+            render = render_block(
+                earth,
+                acq,
+                lon,
+                lat,
+                (grid.epsg, int(grid.ulx), int(grid.uly), acq.sensing.toordinal(), row_start),
+            )
             width = grid.pixels
             for product in products:
                 reflectance = render.boa if product.level == "L2A" else render.toa
                 dn = reflectance_to_dn(reflectance, product.has_offset, render.saturated, render.nodata)
                 for b, band in enumerate(EVI_BANDS):
-                    datasets[product, band].write(dn[b], 1, window=Window(0, row_start, width, row_stop - row_start))
+                    datasets[product, band].write(
+                        dn[b], 1, window=Window(0, row_start, width, row_stop - row_start)
+                    )
                 scl20 = render.scl[::2, ::2]
                 if product.level == "L2A":
                     datasets[product, "SCL"].write(
-                        scl20, 1, window=Window(0, row_start // 2, width // 2, scl20.shape[0]))
+                        scl20, 1, window=Window(0, row_start // 2, width // 2, scl20.shape[0])
+                    )
                 scl60 = render.scl[::6, ::6]
                 opaque = np.isin(scl60, (SCL_CLOUD_MEDIUM, SCL_CLOUD_HIGH)).astype(np.uint8)
                 cirrus = (scl60 == SCL_CIRRUS).astype(np.uint8)
                 if (product, "MSK_CLASSI") in datasets:
                     datasets[product, "MSK_CLASSI"].write(
                         np.stack([opaque, cirrus, np.zeros_like(opaque)]),
-                        window=Window(0, row_start // 6, width // 6, scl60.shape[0]))
+                        window=Window(0, row_start // 6, width // 6, scl60.shape[0]),
+                    )
                 if product in cloud_masks:
                     cloud_masks[product].append(opaque)
                 # Cloud cover as ESA reports it: from the 20 m scene classification that ships.
@@ -555,13 +609,17 @@ def cloud_mask_gml(opaque_60m: np.ndarray, grid: TileGrid) -> str:
     transform = grid.transform * Affine.scale(6)
     srs = f"urn:ogc:def:crs:EPSG::{grid.epsg}"
     features = []
-    for n, (geometry, _value) in enumerate(shapes(opaque_60m, mask=opaque_60m.astype(bool), transform=transform)):
+    for n, (geometry, _value) in enumerate(
+        shapes(opaque_60m, mask=opaque_60m.astype(bool), transform=transform)
+    ):
         rings = []
         for r, ring in enumerate(geometry["coordinates"]):
             pos = " ".join(f"{x:.0f} {y:.0f}" for x, y in ring)
             tag = "exterior" if r == 0 else "interior"
-            rings.append(f"<gml:{tag}><gml:LinearRing><gml:posList srsDimension=\"2\">{pos}</gml:posList>"
-                         f"</gml:LinearRing></gml:{tag}>")
+            rings.append(
+                f'<gml:{tag}><gml:LinearRing><gml:posList srsDimension="2">{pos}</gml:posList>'
+                f"</gml:LinearRing></gml:{tag}>"
+            )
         features.append(
             f'  <eop:MaskFeature gml:id="OPAQUE.{n}">\n'
             f'    <eop:maskType codeSpace="urn:gs2:S2PDGS:maskType">OPAQUE</eop:maskType>\n'
@@ -585,12 +643,20 @@ def tile_footprint(grid: TileGrid, points_per_edge: int = 16) -> list[tuple[floa
     """The tile outline as (lon, lat) points, clockwise from the upper-left corner."""
     to_geographic = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
     steps = np.linspace(0.0, TILE_SIZE_M, points_per_edge)
-    xs = np.r_[grid.ulx + steps, np.full(points_per_edge, grid.ulx + TILE_SIZE_M), grid.ulx + steps[::-1],
-               np.full(points_per_edge, grid.ulx)]
-    ys = np.r_[np.full(points_per_edge, grid.uly), grid.uly - steps, np.full(points_per_edge, grid.uly - TILE_SIZE_M),
-               grid.uly - steps[::-1]]
+    xs = np.r_[
+        grid.ulx + steps,
+        np.full(points_per_edge, grid.ulx + TILE_SIZE_M),
+        grid.ulx + steps[::-1],
+        np.full(points_per_edge, grid.ulx),
+    ]
+    ys = np.r_[
+        np.full(points_per_edge, grid.uly),
+        grid.uly - steps,
+        np.full(points_per_edge, grid.uly - TILE_SIZE_M),
+        grid.uly - steps[::-1],
+    ]
     lon, lat = to_geographic.transform(xs, ys)
-    return list(zip(lon.tolist(), lat.tolist()))
+    return list(zip(lon.tolist(), lat.tolist(), strict=True))
 
 
 def product_metadata_xml(product: Product, grid: TileGrid, cloud_cover: float) -> str:
@@ -598,25 +664,38 @@ def product_metadata_xml(product: Product, grid: TileGrid, cloud_cover: float) -
     acq = product.acquisition
     l2a = product.level == "L2A"
     root = "Level-2A_User_Product" if l2a else "Level-1C_User_Product"
-    namespace = f"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_{'Level-2A' if l2a else 'Level-1C'}.xsd"
-    files = "\n".join(f"            <IMAGE_FILE>{escape(path)}</IMAGE_FILE>" for path in product.band_paths().values())
+    namespace = (
+        f"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_{'Level-2A' if l2a else 'Level-1C'}.xsd"
+    )
+    files = "\n".join(
+        f"            <IMAGE_FILE>{escape(path)}</IMAGE_FILE>" for path in product.band_paths().values()
+    )
     offset_tag = "BOA_ADD_OFFSET" if l2a else "RADIO_ADD_OFFSET"
     offsets = ""
     if product.has_offset:
-        items = "\n".join(f'        <{offset_tag} band_id="{band_id}">{RADIOMETRIC_OFFSET}</{offset_tag}>'
-                          for band_id in BAND_IDS.values())
+        items = "\n".join(
+            f'        <{offset_tag} band_id="{band_id}">{RADIOMETRIC_OFFSET}</{offset_tag}>'
+            for band_id in BAND_IDS.values()
+        )
         list_tag = "BOA_ADD_OFFSET_VALUES_LIST" if l2a else "Radiometric_Offset_List"
         offsets = f"      <{list_tag}>\n{items}\n      </{list_tag}>\n"
     if l2a:
-        quantification = ("      <QUANTIFICATION_VALUES_LIST>\n"
-                          f'        <BOA_QUANTIFICATION_VALUE unit="none">{QUANTIFICATION_VALUE}</BOA_QUANTIFICATION_VALUE>\n'
-                          '        <AOT_QUANTIFICATION_VALUE unit="none">1000.0</AOT_QUANTIFICATION_VALUE>\n'
-                          '        <WVP_QUANTIFICATION_VALUE unit="cm">1000.0</WVP_QUANTIFICATION_VALUE>\n'
-                          "      </QUANTIFICATION_VALUES_LIST>\n")
+        quantification = (
+            "      <QUANTIFICATION_VALUES_LIST>\n"
+            '        <BOA_QUANTIFICATION_VALUE unit="none">'
+            f"{QUANTIFICATION_VALUE}</BOA_QUANTIFICATION_VALUE>\n"
+            '        <AOT_QUANTIFICATION_VALUE unit="none">1000.0</AOT_QUANTIFICATION_VALUE>\n'
+            '        <WVP_QUANTIFICATION_VALUE unit="cm">1000.0</WVP_QUANTIFICATION_VALUE>\n'
+            "      </QUANTIFICATION_VALUES_LIST>\n"
+        )
     else:
-        quantification = f'      <QUANTIFICATION_VALUE unit="none">{QUANTIFICATION_VALUE}</QUANTIFICATION_VALUE>\n'
-    spectral = "\n".join(f'        <Spectral_Information bandId="{band_id}" physicalBand="{band.replace("B0", "B")}"/>'
-                         for band, band_id in BAND_IDS.items())
+        quantification = (
+            f'      <QUANTIFICATION_VALUE unit="none">{QUANTIFICATION_VALUE}</QUANTIFICATION_VALUE>\n'
+        )
+    spectral = "\n".join(
+        f'        <Spectral_Information bandId="{band_id}" physicalBand="{band.replace("B0", "B")}"/>'
+        for band, band_id in BAND_IDS.items()
+    )
     footprint = " ".join(f"{lat:.9f} {lon:.9f}" for lon, lat in tile_footprint(grid, 2))
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
 <n1:{root} xmlns:n1="{namespace}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
@@ -654,7 +733,8 @@ def product_metadata_xml(product: Product, grid: TileGrid, cloud_cover: float) -
   </n1:General_Info>
   <n1:Geometric_Info>
     <Product_Footprint><Product_Footprint><Global_Footprint><EXT_POS_LIST>{footprint}</EXT_POS_LIST></Global_Footprint></Product_Footprint></Product_Footprint>
-    <Coordinate_Reference_System><GEO_TABLES version="1">EPSG</GEO_TABLES><HORIZONTAL_CS_TYPE>GEOGRAPHIC</HORIZONTAL_CS_TYPE></Coordinate_Reference_System>
+    <Coordinate_Reference_System><GEO_TABLES version="1">EPSG</GEO_TABLES>
+      <HORIZONTAL_CS_TYPE>GEOGRAPHIC</HORIZONTAL_CS_TYPE></Coordinate_Reference_System>
   </n1:Geometric_Info>
   <n1:Quality_Indicators_Info>
     <Cloud_Coverage_Assessment>{cloud_cover:.6f}</Cloud_Coverage_Assessment>
@@ -672,8 +752,10 @@ def tile_metadata_xml(product: Product, grid: TileGrid, stats: _ProductStats) ->
         n = grid.pixels // scale
         step = grid.pixel_size * scale
         sizes.append(f'      <Size resolution="{native}"><NROWS>{n}</NROWS><NCOLS>{n}</NCOLS></Size>')
-        positions.append(f'      <Geoposition resolution="{native}"><ULX>{grid.ulx:.0f}</ULX><ULY>{grid.uly:.0f}</ULY>'
-                         f"<XDIM>{step:g}</XDIM><YDIM>{-step:g}</YDIM></Geoposition>")
+        positions.append(
+            f'      <Geoposition resolution="{native}"><ULX>{grid.ulx:.0f}</ULX><ULY>{grid.uly:.0f}</ULY>'
+            f"<XDIM>{step:g}</XDIM><YDIM>{-step:g}</YDIM></Geoposition>"
+        )
     zone_name = f"WGS84 / UTM zone {grid.utm_zone}{grid.hemisphere}"
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
 <n1:{root} xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_{root}_Metadata.xsd">
@@ -704,16 +786,25 @@ def _manifest_xml(folder: Path) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
         digest = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - the SAFE format uses MD5
-        entries.append(f'  <dataObject ID="{escape(relative)}"><byteStream size="{path.stat().st_size}">'
-                       f'<fileLocation locatorType="URL" href="./{escape(relative)}"/>'
-                       f'<checksum checksumName="MD5">{digest}</checksum></byteStream></dataObject>')
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<xfdu:XFDU xmlns:xfdu="urn:ccsds:schema:xfdu:1">\n'
-            "<dataObjectSection>\n" + "\n".join(entries) + "\n</dataObjectSection>\n</xfdu:XFDU>\n")
+        entries.append(
+            f'  <dataObject ID="{escape(relative)}"><byteStream size="{path.stat().st_size}">'
+            f'<fileLocation locatorType="URL" href="./{escape(relative)}"/>'
+            f'<checksum checksumName="MD5">{digest}</checksum></byteStream></dataObject>'
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<xfdu:XFDU xmlns:xfdu="urn:ccsds:schema:xfdu:1">\n'
+        "<dataObjectSection>\n" + "\n".join(entries) + "\n</dataObjectSection>\n</xfdu:XFDU>\n"
+    )
 
 
-def _index_row(product: Product, grid: TileGrid, base_url: str, cloud_cover: float, total_size: int | None,
-               ) -> dict[str, str]:
-    lons, lats = zip(*tile_footprint(grid))
+def _index_row(
+    product: Product,
+    grid: TileGrid,
+    base_url: str,
+    cloud_cover: float,
+    total_size: int | None,
+) -> dict[str, str]:
+    lons, lats = zip(*tile_footprint(grid), strict=True)
     return {
         "GRANULE_ID": product.granule_id,
         "PRODUCT_ID": product.product_id,
@@ -778,14 +869,17 @@ def generate_archive(spec: SampleSpec, progress: bool = False) -> dict[str, Path
             folder = root / product.relative_dir
             cloud = stats[product].cloud_cover
             (folder / f"MTD_MSI{product.level}.xml").write_text(
-                product_metadata_xml(product, grid, cloud), encoding="utf-8")
+                product_metadata_xml(product, grid, cloud), encoding="utf-8"
+            )
             (folder / f"GRANULE/{product.granule_id}/MTD_TL.xml").write_text(
-                tile_metadata_xml(product, grid, stats[product]), encoding="utf-8")
+                tile_metadata_xml(product, grid, stats[product]), encoding="utf-8"
+            )
             (folder / "manifest.safe").write_text(_manifest_xml(folder), encoding="utf-8")
             total_size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
             base = spec.bucket_url.rstrip("/") if spec.bucket_url else root.as_posix()
-            rows[product.level].append(_index_row(product, grid, f"{base}/{product.relative_dir}", cloud,
-                                                  total_size))
+            rows[product.level].append(
+                _index_row(product, grid, f"{base}/{product.relative_dir}", cloud, total_size)
+            )
     written = {}
     for level, level_rows in rows.items():
         path = index_path(root, level)
@@ -794,7 +888,9 @@ def generate_archive(spec: SampleSpec, progress: bool = False) -> dict[str, Path
     return written
 
 
-def _by_tile_and_acquisition(products: Sequence[Product]) -> Iterator[tuple[tuple[str, dt.datetime], list[Product]]]:
+def _by_tile_and_acquisition(
+    products: Sequence[Product],
+) -> Iterator[tuple[tuple[str, dt.datetime], list[Product]]]:
     groups: dict[tuple[str, dt.datetime], list[Product]] = {}
     for product in products:
         groups.setdefault((product.tile, product.acquisition.sensing), []).append(product)
@@ -804,17 +900,27 @@ def _by_tile_and_acquisition(products: Sequence[Product]) -> Iterator[tuple[tupl
 def _parse_args(argv: Sequence[str] | None) -> SampleSpec:
     parser = argparse.ArgumentParser(
         prog="python -m evi_udf.sample",
-        description="Generate a realistic local Sentinel-2 archive (bucket layout, indexes, SAFE products).")
+        description="Generate a realistic local Sentinel-2 archive (bucket layout, indexes, SAFE products).",
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder to write the archive into")
     parser.add_argument("--level", choices=("L2A", "L1C", "both"), default="L2A")
-    parser.add_argument("--tiles", default=",".join(DEFAULT_TILES),
-                        help="comma-separated MGRS tiles (default: %(default)s)")
+    parser.add_argument(
+        "--tiles", default=",".join(DEFAULT_TILES), help="comma-separated MGRS tiles (default: %(default)s)"
+    )
     parser.add_argument("--scenes-per-tile", type=int, default=6, help="acquisitions per tile, 5 days apart")
-    parser.add_argument("--resolution-factor", type=int, default=10,
-                        help="F times coarser than the real 10 m product; 1 = full size (default %(default)s)")
+    parser.add_argument(
+        "--resolution-factor",
+        type=int,
+        default=10,
+        help="F times coarser than the real 10 m product; 1 = full size (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--start-date", type=dt.date.fromisoformat, default=DEFAULT_START,
-                        help="first acquisition date (default %(default)s)")
+    parser.add_argument(
+        "--start-date",
+        type=dt.date.fromisoformat,
+        default=DEFAULT_START,
+        help="first acquisition date (default %(default)s)",
+    )
     parser.add_argument("--bucket-url", help="make BASE_URL gs://BUCKET/... instead of the local folder")
     args = parser.parse_args(argv)
     levels = ("L1C", "L2A") if args.level == "both" else (args.level,)
@@ -823,18 +929,28 @@ def _parse_args(argv: Sequence[str] | None) -> SampleSpec:
         tiles = tuple(normalize_tile(tile) for tile in tiles)
     except ValueError as exc:
         raise SampleError(f"--tiles: {exc}") from exc
-    return SampleSpec(out=args.out, levels=levels, tiles=tiles, scenes_per_tile=args.scenes_per_tile,
-                      resolution_factor=args.resolution_factor, seed=args.seed, start_date=args.start_date,
-                      bucket_url=args.bucket_url)
+    return SampleSpec(
+        out=args.out,
+        levels=levels,
+        tiles=tiles,
+        scenes_per_tile=args.scenes_per_tile,
+        resolution_factor=args.resolution_factor,
+        seed=args.seed,
+        start_date=args.start_date,
+        bucket_url=args.bucket_url,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     try:
         spec = _parse_args(argv)
-        print(f"Writing a Sentinel-2 sample archive to {spec.out} (levels {'+'.join(spec.levels)}, "
-              f"tiles {','.join(spec.tiles)}, {spec.scenes_per_tile} scenes/tile, "
-              f"{NATIVE_PIXELS_10M // spec.resolution_factor} px/band)", file=sys.stderr)
+        print(
+            f"Writing a Sentinel-2 sample archive to {spec.out} (levels {'+'.join(spec.levels)}, "
+            f"tiles {','.join(spec.tiles)}, {spec.scenes_per_tile} scenes/tile, "
+            f"{NATIVE_PIXELS_10M // spec.resolution_factor} px/band)",
+            file=sys.stderr,
+        )
         written = generate_archive(spec, progress=True)
     except SampleError as exc:
         print(f"error: {exc}", file=sys.stderr)

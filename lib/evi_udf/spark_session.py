@@ -17,7 +17,9 @@ BASE_SPARK_CONF: dict[str, str] = {
 }
 
 
-def build_session(app_name: str, master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
+def build_session(
+    app_name: str, master: str | None = None, conf: dict[str, str] | None = None
+) -> SparkSession:
     """Return a SparkSession with the job's base settings.
 
     Parameters
