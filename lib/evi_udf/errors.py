@@ -38,3 +38,9 @@ class SampleError(EviError):
     """The local sample archive could not be generated with the requested options."""
 
     stage = "sample"
+
+
+class MetadataError(EviError):
+    """A product or tile metadata file is missing, malformed or lacks a required field."""
+
+    stage = "metadata"

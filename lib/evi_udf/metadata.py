@@ -1,0 +1,257 @@
+"""Product (``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml``) and tile (``MTD_TL.xml``) metadata.
+
+The radiometric offset and quantification come from each product's own metadata, never from its
+date: products reprocessed with baseline 05.xx carry the -1000 offset whatever year they were sensed.
+The band files come from the ``IMAGE_FILE`` entries (the safest way to find them), or for the oldest
+L1C format from ``IMAGE_ID`` inside the granule folder. Parsing uses only the standard library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+
+from evi_udf.errors import MetadataError
+
+# The order of band_id in offset lists and Spectral_Information (ESA's band index).
+BAND_NAMES_BY_ID: tuple[str, ...] = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+)
+_IMAGE_NAME = re.compile(r"_(?P<band>B\d[\dA]|SCL|AOT|WVP|TCI)(?:_(?P<res>\d+)m)?$")
+_NATIVE_RESOLUTION = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "SCL": 20}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductMetadata:
+    """What the pipeline needs from a product's main metadata file."""
+
+    source: str
+    level: str
+    processing_baseline: str
+    quantification: float
+    offsets: Mapping[str, float]
+    band_files: Mapping[tuple[str, int | None], str]
+
+    @property
+    def has_offsets(self) -> bool:
+        return bool(self.offsets)
+
+    def offset(self, band: str) -> float:
+        """The additive offset of ``band`` (``B04``); 0 for products without an offset list.
+
+        Raises
+        ------
+        MetadataError
+            If the product has an offset list that does not cover ``band``.
+        """
+        if not self.offsets:
+            return 0.0
+        if band not in self.offsets:
+            raise MetadataError(f"{self.source}: offset list has no entry for band {band}")
+        return self.offsets[band]
+
+    def band_file(self, band: str) -> str:
+        """Path of ``band`` relative to the .SAFE folder (with ``.jp2``), at its native resolution.
+
+        Raises
+        ------
+        MetadataError
+            If the metadata lists no file for the band.
+        """
+        native = _NATIVE_RESOLUTION.get(band)
+        for key in ((band, native), (band, None)):
+            if key in self.band_files:
+                return self.band_files[key]
+        candidates = sorted(res for name, res in self.band_files if name == band and res is not None)
+        if candidates:
+            return self.band_files[(band, candidates[0])]
+        raise MetadataError(f"{self.source}: no IMAGE_FILE for band {band}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TileGeocoding:
+    """A granule's grid at one resolution: CRS, size and upper-left corner."""
+
+    epsg: int
+    resolution: int
+    rows: int
+    cols: int
+    ulx: float
+    uly: float
+    xdim: float
+    ydim: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TileMetadata:
+    """What the pipeline needs from ``MTD_TL.xml``."""
+
+    source: str
+    tile_id: str
+    sensing_time: dt.datetime
+    geocoding: Mapping[int, TileGeocoding]
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _parse(xml_bytes: bytes, source: str) -> ET.Element:
+    try:
+        return ET.fromstring(xml_bytes)
+    except ET.ParseError as exc:
+        raise MetadataError(f"{source}: not valid XML ({exc})") from exc
+
+
+def _iter_named(root: ET.Element, name: str) -> Iterator[ET.Element]:
+    for element in root.iter():
+        if _local(element.tag) == name:
+            yield element
+
+
+def _text(root: ET.Element, name: str, source: str) -> str:
+    for element in _iter_named(root, name):
+        if element.text and element.text.strip():
+            return element.text.strip()
+    raise MetadataError(f"{source}: required element {name} is missing or empty")
+
+
+def _number(text: str, name: str, source: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise MetadataError(f"{source}: {name} is not a number: {text!r}") from None
+
+
+def _band_names(root: ET.Element) -> dict[str, str]:
+    # Spectral_Information maps band_id to physical band ("B2"); fall back to ESA's fixed order.
+    names = {str(i): name for i, name in enumerate(BAND_NAMES_BY_ID)}
+    for element in _iter_named(root, "Spectral_Information"):
+        band_id, physical = element.get("bandId"), element.get("physicalBand")
+        if band_id is not None and physical:
+            names[band_id] = physical if len(physical) == 3 else f"B0{physical[1:]}"
+    return names
+
+
+def parse_product_metadata(xml_bytes: bytes, source: str) -> ProductMetadata:
+    """Parse ``MTD_MSIL1C.xml`` or ``MTD_MSIL2A.xml``.
+
+    Parameters
+    ----------
+    xml_bytes
+        The file's content.
+    source
+        Its path or URI, used in error messages.
+
+    Raises
+    ------
+    MetadataError
+        If the XML is malformed or lacks the baseline, the quantification value or band files.
+    """
+    root = _parse(xml_bytes, source)
+    root_name = _local(root.tag)
+    if root_name.startswith("Level-2A"):
+        level, quantification_tag, offset_tag = "L2A", "BOA_QUANTIFICATION_VALUE", "BOA_ADD_OFFSET"
+    elif root_name.startswith("Level-1C"):
+        level, quantification_tag, offset_tag = "L1C", "QUANTIFICATION_VALUE", "RADIO_ADD_OFFSET"
+    else:
+        raise MetadataError(
+            f"{source}: root element {root_name} is neither a Level-1C nor a Level-2A product"
+        )
+    baseline = _text(root, "PROCESSING_BASELINE", source)
+    if not re.fullmatch(r"\d{2}\.\d{2}", baseline):
+        raise MetadataError(f"{source}: PROCESSING_BASELINE {baseline!r} is not like 04.00")
+    quantification = _number(_text(root, quantification_tag, source), quantification_tag, source)
+    if quantification <= 0:
+        raise MetadataError(f"{source}: {quantification_tag} must be positive, got {quantification}")
+    names = _band_names(root)
+    offsets = {}
+    for element in _iter_named(root, offset_tag):
+        band_id = element.get("band_id")
+        if band_id not in names:
+            raise MetadataError(f"{source}: {offset_tag} has unknown band_id {band_id!r}")
+        offsets[names[band_id]] = _number((element.text or "").strip(), offset_tag, source)
+    return ProductMetadata(source, level, baseline, quantification, offsets, _band_files(root, source))
+
+
+def _band_files(root: ET.Element, source: str) -> dict[tuple[str, int | None], str]:
+    files: dict[tuple[str, int | None], str] = {}
+    for element in _iter_named(root, "IMAGE_FILE"):
+        _add_band_file(files, (element.text or "").strip())
+    if not files:
+        # Oldest L1C format (PSD < 14): IMAGE_ID names the file inside GRANULE/<granuleIdentifier>/IMG_DATA.
+        for granule in _iter_named(root, "Granule"):
+            for element in granule:
+                if _local(element.tag) == "IMAGE_ID" and element.text:
+                    _add_band_file(
+                        files, f"GRANULE/{granule.get('granuleIdentifier')}/IMG_DATA/{element.text.strip()}"
+                    )
+    if not files:
+        raise MetadataError(f"{source}: lists no IMAGE_FILE (or IMAGE_ID) band files")
+    return files
+
+
+def _add_band_file(files: dict[tuple[str, int | None], str], relative: str) -> None:
+    match = _IMAGE_NAME.search(relative)
+    if match:
+        resolution = int(match["res"]) if match["res"] else None
+        files[(match["band"], resolution)] = f"{relative}.jp2"
+
+
+def parse_tile_metadata(xml_bytes: bytes, source: str) -> TileMetadata:
+    """Parse a granule's ``MTD_TL.xml``: its id, sensing time and geocoding per resolution.
+
+    Raises
+    ------
+    MetadataError
+        If the XML is malformed or the geocoding is incomplete.
+    """
+    root = _parse(xml_bytes, source)
+    code = _text(root, "HORIZONTAL_CS_CODE", source)
+    match = re.fullmatch(r"EPSG:(\d+)", code)
+    if not match:
+        raise MetadataError(f"{source}: HORIZONTAL_CS_CODE {code!r} is not like EPSG:32755")
+    epsg = int(match[1])
+    sizes = {}
+    for element in _iter_named(root, "Size"):
+        resolution = int(element.get("resolution", "0"))
+        sizes[resolution] = (
+            int(_number(_text(element, "NROWS", source), "NROWS", source)),
+            int(_number(_text(element, "NCOLS", source), "NCOLS", source)),
+        )
+    geocoding = {}
+    for element in _iter_named(root, "Geoposition"):
+        resolution = int(element.get("resolution", "0"))
+        if resolution not in sizes:
+            raise MetadataError(f"{source}: Geoposition at {resolution} m has no matching Size")
+        values = {
+            name: _number(_text(element, name, source), name, source)
+            for name in ("ULX", "ULY", "XDIM", "YDIM")
+        }
+        rows, cols = sizes[resolution]
+        geocoding[resolution] = TileGeocoding(
+            epsg, resolution, rows, cols, values["ULX"], values["ULY"], values["XDIM"], values["YDIM"]
+        )
+    if not geocoding:
+        raise MetadataError(f"{source}: Tile_Geocoding has no Geoposition")
+    sensing_text = _text(root, "SENSING_TIME", source)
+    try:
+        sensing = dt.datetime.fromisoformat(sensing_text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MetadataError(f"{source}: SENSING_TIME {sensing_text!r} is not an ISO-8601 time") from None
+    return TileMetadata(source, _text(root, "TILE_ID", source), sensing, geocoding)
