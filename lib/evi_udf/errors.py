@@ -44,3 +44,15 @@ class MetadataError(EviError):
     """A product or tile metadata file is missing, malformed or lacks a required field."""
 
     stage = "metadata"
+
+
+class RasterReadError(EviError):
+    """A band or mask could not be opened or decoded. The message names the file."""
+
+    stage = "read"
+
+
+class RasterWriteError(EviError):
+    """An output raster could not be written. The message names the destination."""
+
+    stage = "write"

@@ -1,0 +1,195 @@
+"""Grids, block reads and warps against rasterio.warp.reproject of the whole array."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.warp import reproject
+
+from evi_udf.grid import PixelGrid, SharedGrid, block_windows
+from evi_udf.raster_io import dataset_grid, open_raster, read_block
+
+RasterFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_raster(tmp_path: Path) -> RasterFactory:
+    """Factory: a GeoTIFF with any CRS, origin, pixel size, dtype and data."""
+
+    def make(
+        data: np.ndarray,
+        crs: str,
+        left: float,
+        top: float,
+        resolution: float,
+        nodata: float = 0,
+        name: str = "r.tif",
+    ) -> Path:
+        path = tmp_path / name
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=data.shape[1],
+            height=data.shape[0],
+            count=1,
+            dtype=data.dtype,
+            crs=crs,
+            transform=Affine(resolution, 0, left, 0, -resolution, top),
+            nodata=nodata,
+        ) as dataset:
+            dataset.write(data, 1)
+        return path
+
+    return make
+
+
+def smooth_field(rows: int, cols: int) -> np.ndarray:
+    y, x = np.mgrid[0:rows, 0:cols]
+    return (1000 + 300 * np.sin(x / 17.0) + 200 * np.cos(y / 11.0)).astype(np.uint16)
+
+
+def test_block_windows_tile_the_grid_exactly_once() -> None:
+    covered = np.zeros((700, 1100), dtype=int)
+    for window in block_windows(1100, 700, 256):
+        covered[
+            window.row_off : window.row_off + window.height, window.col_off : window.col_off + window.width
+        ] += 1
+        assert window.width <= 256 and window.height <= 256
+    assert (covered == 1).all()
+
+
+def test_shared_grid_cover_snaps_to_the_origin_and_contains_the_tile() -> None:
+    native = PixelGrid("EPSG:32755", 10.0, 200000.0, 5900000.0, 10980, 10980)
+    shared = SharedGrid("EPSG:3577", 10.0, origin=(5.0, -5.0)).cover(native)
+    left, bottom, right, top = shared.bounds
+    # Whole pixels of the shared grid: edges sit at origin + k * 10.
+    for edge, origin in ((left, 5.0), (right, 5.0), (top, -5.0), (bottom, -5.0)):
+        assert (edge - origin) / 10.0 == pytest.approx(round((edge - origin) / 10.0), abs=1e-9)
+    # Every corner of the tile, transformed independently, lies inside.
+    from pyproj import Transformer
+
+    to_albers = Transformer.from_crs(32755, 3577, always_xy=True)
+    for x, y in ((200000, 5900000), (309800, 5900000), (200000, 5790200), (309800, 5790200)):
+        ax, ay = to_albers.transform(x, y)
+        assert left <= ax <= right and bottom <= ay <= top
+    # And no bigger than needed: the corners' span plus at most a pixel of snapping and the bulge of
+    # edges that curve in Albers (well under a kilometre over 110 km).
+    corners = [
+        to_albers.transform(x, y)
+        for x, y in ((200000, 5900000), (309800, 5900000), (200000, 5790200), (309800, 5790200))
+    ]
+    span_x = max(c[0] for c in corners) - min(c[0] for c in corners)
+    span_y = max(c[1] for c in corners) - min(c[1] for c in corners)
+    assert span_x <= shared.width * 10 <= span_x + 1000
+    assert span_y <= shared.height * 10 <= span_y + 1000
+
+
+def warp_in_blocks(path: Path, block_size: int = 128) -> tuple[np.ndarray, PixelGrid, PixelGrid]:
+    with open_raster(str(path)) as dataset:
+        native = dataset_grid(dataset)
+        target = SharedGrid("EPSG:3577", 10.0).cover(native)
+        mosaic = np.full((target.height, target.width), np.nan, dtype=np.float32)
+        for window in block_windows(target.width, target.height, block_size):
+            block = read_block(dataset, target, window, Resampling.bilinear, nodata=np.nan)
+            mosaic[
+                window.row_off : window.row_off + window.height,
+                window.col_off : window.col_off + window.width,
+            ] = block
+    return mosaic, native, target
+
+
+def test_warped_block_reads_match_a_whole_array_reproject(make_raster: RasterFactory) -> None:
+    data = smooth_field(300, 300).astype(np.float32)
+    data[:, :40] = np.nan  # a no-data edge, like a swath edge
+    mosaic, native, target = warp_in_blocks(
+        make_raster(data, "EPSG:32755", 200000.0, 5900000.0, 10.0, nodata=np.nan)
+    )
+    expected = np.full_like(mosaic, np.nan)
+    reproject(
+        data,
+        expected,
+        src_transform=native.transform,
+        src_crs="EPSG:32755",
+        src_nodata=np.nan,
+        dst_transform=target.transform,
+        dst_crs="EPSG:3577",
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+    )
+    both = np.isfinite(mosaic) & np.isfinite(expected)
+    assert both.sum() > 0.9 * np.isfinite(expected).sum() > 0
+    # reproject() maps coordinates with GDAL's approximate transformer (up to 0.125 px off); the field
+    # changes by at most ~26 per px, so values may differ by 0.125 * 26 = 3.3, and by far less typically.
+    difference = np.abs(mosaic[both] - expected[both])
+    assert difference.max() <= 3.3
+    assert np.median(difference) < 0.5
+    # Valid areas agree except along the no-data edge, where the two approximations place it a
+    # fraction of a pixel apart.
+    assert (np.isfinite(mosaic) != np.isfinite(expected)).sum() <= 2 * target.height
+
+
+def test_warped_nearest_reads_equal_an_exact_pyproj_mapping(make_raster: RasterFactory) -> None:
+    data = np.arange(300 * 300, dtype=np.float32).reshape(300, 300)
+    path = make_raster(data, "EPSG:32755", 200000.0, 5900000.0, 10.0, nodata=-1)
+    with open_raster(str(path)) as dataset:
+        native = dataset_grid(dataset)
+        target = SharedGrid("EPSG:3577", 10.0).cover(native)
+        mosaic = np.full((target.height, target.width), -1, dtype=np.float32)
+        for window in block_windows(target.width, target.height, 100):
+            block = read_block(dataset, target, window, Resampling.nearest, nodata=-1)
+            mosaic[
+                window.row_off : window.row_off + window.height,
+                window.col_off : window.col_off + window.width,
+            ] = block
+    # Independent reference: each target pixel centre mapped exactly with pyproj into the source.
+    from pyproj import Transformer
+
+    rows, cols = np.mgrid[0 : target.height, 0 : target.width]
+    x = target.left + (cols + 0.5) * target.resolution
+    y = target.top - (rows + 0.5) * target.resolution
+    ux, uy = Transformer.from_crs(3577, 32755, always_xy=True).transform(x, y)
+    col = np.floor((ux - native.left) / native.resolution).astype(int)
+    row = np.floor((native.top - uy) / native.resolution).astype(int)
+    inside = (col >= 0) & (row >= 0) & (col < 300) & (row < 300)
+    expected = np.where(inside, data[np.clip(row, 0, 299), np.clip(col, 0, 299)], -1)
+    # Every pixel the same source pixel, but for centres within a hair of a source pixel edge.
+    assert (mosaic == expected).mean() > 0.999
+
+
+def test_aligned_coarser_band_is_replicated_without_warping(make_raster: RasterFactory) -> None:
+    scl = np.arange(36, dtype=np.uint8).reshape(6, 6)
+    path = make_raster(scl, "EPSG:32755", 200000.0, 5900000.0, 20.0, name="scl.tif")
+    grid_10m = PixelGrid("EPSG:32755", 10.0, 200000.0, 5900000.0, 12, 12)
+    with open_raster(str(path)) as dataset:
+        window = rasterio.windows.Window(4, 2, 6, 8)
+        block = read_block(dataset, grid_10m, window, Resampling.nearest)
+    expected = np.kron(scl, np.ones((2, 2), dtype=np.uint8))[2:10, 4:10]
+    np.testing.assert_array_equal(block, expected)
+
+
+def test_block_overhanging_the_file_is_filled_with_nodata(make_raster: RasterFactory) -> None:
+    data = np.full((4, 4), 7, dtype=np.uint16)
+    path = make_raster(data, "EPSG:32755", 1000.0, 2000.0, 10.0, name="small.tif")
+    grid = PixelGrid("EPSG:32755", 10.0, 980.0, 2000.0, 6, 4)
+    with open_raster(str(path)) as dataset:
+        block = read_block(dataset, grid, rasterio.windows.Window(0, 0, 6, 4), Resampling.nearest)
+    assert block[:, :2].tolist() == [[0, 0]] * 4
+    assert (block[:, 2:] == 7).all()
+
+
+def test_opening_a_missing_or_corrupt_file_names_it(tmp_path: Path) -> None:
+    from evi_udf.errors import RasterReadError
+
+    with pytest.raises(RasterReadError, match="nope.jp2: cannot open"):
+        open_raster(str(tmp_path / "nope.jp2"))
+    corrupt = tmp_path / "corrupt.jp2"
+    corrupt.write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"garbage" * 10)
+    with pytest.raises(RasterReadError, match="corrupt.jp2"):
+        open_raster(str(corrupt))
