@@ -97,6 +97,75 @@ class CatalogConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """The grid the composites are published on.
+
+    ``native``: each tile's own UTM grid (10 m). ``shared``: one grid for all tiles, ``crs`` at
+    ``resolution`` metres anchored at ``origin`` (x, y), e.g. EPSG:3577 at 10 m for Australia, so that
+    neighbouring tiles, also across UTM zones, line up pixel for pixel.
+    """
+
+    kind: Literal["native", "shared"] = "native"
+    crs: str | None = None
+    resolution: float = 10.0
+    origin: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.kind == "shared":
+            if not self.crs:
+                _fail("crs", "is required when kind is shared (e.g. EPSG:3577)")
+            from pyproj import CRS
+            from pyproj.exceptions import CRSError
+
+            try:
+                CRS.from_user_input(self.crs)
+            except CRSError as exc:
+                _fail("crs", f"{self.crs!r} is not a CRS pyproj knows ({exc})")
+        if self.resolution <= 0:
+            _fail("resolution", f"must be positive, got {self.resolution}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RasterConfig:
+    """How a group of scenes becomes an EVI composite."""
+
+    compositor: str = "median"
+    # Scene Classification classes kept as clear sky (4 vegetation, 5 not vegetated, 6 water).
+    scl_clear_classes: tuple[int, ...] = (4, 5, 6)
+    # L1C MSK_CLASSI: also mask snow/ice.
+    l1c_mask_snow: bool = True
+    evi_valid_min: float = -1.0
+    evi_valid_max: float = 1.0
+    evi_min_denominator: float = 1e-3
+    block_size: int = 1024
+    resampling: Literal["bilinear", "cubic", "average", "nearest"] = "bilinear"
+    grid: GridConfig = GridConfig()
+    output_dtype: Literal["int16", "float32"] = "int16"
+    cog_profile: Literal["zstd", "deflate"] = "zstd"
+    histogram_bins: int = 20
+    quicklook_size: int = 512
+
+    def __post_init__(self) -> None:
+        from evi_udf.compositing import COMPOSITORS
+
+        if self.compositor not in COMPOSITORS:
+            _fail("compositor", f"must be one of {', '.join(COMPOSITORS)}; got {self.compositor!r}")
+        bad = [cls for cls in self.scl_clear_classes if not 0 <= cls <= 11]
+        if bad:
+            _fail("scl_clear_classes", f"SCL classes are 0-11, got {bad}")
+        if not self.evi_valid_min < self.evi_valid_max:
+            _fail("evi_valid_min", f"must be below evi_valid_max, got {self.evi_valid_min}")
+        if self.output_dtype == "int16" and (self.evi_valid_min < -3.2767 or self.evi_valid_max > 3.2767):
+            _fail("evi_valid_max", "int16 output scaled by 10000 holds EVI within [-3.2767, 3.2767]")
+        if not 256 <= self.block_size <= 8192:
+            _fail("block_size", f"must be between 256 and 8192, got {self.block_size}")
+        if not 1 <= self.histogram_bins <= 1000:
+            _fail("histogram_bins", f"must be between 1 and 1000, got {self.histogram_bins}")
+        if not 16 <= self.quicklook_size <= 4096:
+            _fail("quicklook_size", f"must be between 16 and 4096, got {self.quicklook_size}")
+
+
+@dataclasses.dataclass(frozen=True)
 class OutputConfig:
     """Where the run writes its rasters, tables and report (local folder or ``gs://`` prefix)."""
 
@@ -108,6 +177,7 @@ class JobConfig:
     """The whole job's configuration."""
 
     catalog: CatalogConfig
+    raster: RasterConfig = RasterConfig()
     output: OutputConfig = OutputConfig()
 
     def to_dict(self) -> dict[str, Any]:

@@ -255,3 +255,34 @@ def parse_tile_metadata(xml_bytes: bytes, source: str) -> TileMetadata:
     except ValueError:
         raise MetadataError(f"{source}: SENSING_TIME {sensing_text!r} is not an ISO-8601 time") from None
     return TileMetadata(source, _text(root, "TILE_ID", source), sensing, geocoding)
+
+
+def parse_cloud_mask_gml(xml_bytes: bytes, source: str) -> list[dict[str, object]]:
+    """Opaque and cirrus cloud polygons of a pre-04.00 L1C ``MSK_CLOUDS_B00.gml``, as GeoJSON-like dicts.
+
+    Coordinates are in the tile's CRS (the GML's ``srsName``). An empty mask (no cloud) gives ``[]``.
+
+    Raises
+    ------
+    MetadataError
+        If the XML is malformed or a polygon's coordinate list is not pairs of numbers.
+    """
+    root = _parse(xml_bytes, source)
+    polygons: list[dict[str, object]] = []
+    for polygon in _iter_named(root, "Polygon"):
+        rings = []
+        for element in polygon.iter():
+            if _local(element.tag) != "posList":
+                continue
+            try:
+                numbers = [float(value) for value in (element.text or "").split()]
+            except ValueError:
+                raise MetadataError(f"{source}: posList holds something other than numbers") from None
+            if len(numbers) % 2 or len(numbers) < 8:
+                raise MetadataError(
+                    f"{source}: posList needs at least 4 coordinate pairs, got {len(numbers)} values"
+                )
+            rings.append(list(zip(numbers[0::2], numbers[1::2], strict=True)))
+        if rings:
+            polygons.append({"type": "Polygon", "coordinates": rings})
+    return polygons

@@ -1,0 +1,641 @@
+"""One group (the scenes of one tile and period) end to end: EVI composite COG, STAC item and rows.
+
+Memory is bounded by the block size and the number of scenes, never by the tile size: the tile's
+native grid is walked in blocks aligned with the 1024 x 1024 JPEG2000 tiles; for each block every
+scene's bands are read, turned into reflectance with the scene's own offset, masked, turned into EVI
+and fed to the compositor and the scene's statistics. The native composite goes to a scratch file,
+is warped once onto the output grid when that is not the native one, quantized, written as a COG and
+published under its final name only when complete.
+
+A scene that fails (missing file, corrupt JPEG2000, bad XML) becomes a failure row and the composite
+is made from the others; if a scene fails halfway through the blocks, the composite restarts without
+it so that no block holds its partial contribution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.features import rasterize
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+import evi_udf
+from evi_udf.compositing import get_compositor
+from evi_udf.config import JobConfig, RasterConfig
+from evi_udf.errors import EviError, MetadataError, RasterWriteError
+from evi_udf.evi import EviRules, compute_evi
+from evi_udf.grid import PixelGrid, SharedGrid, block_windows
+from evi_udf.metadata import ProductMetadata, parse_cloud_mask_gml, parse_product_metadata
+from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, scl_clear_mask
+from evi_udf.raster_io import (
+    GDAL_ENV,
+    dataset_grid,
+    join_uri,
+    open_raster,
+    read_block,
+    scratch_raster,
+    warp_to_grid,
+    write_cog,
+)
+from evi_udf.schema import (
+    CompositeRow,
+    EviStatisticsColumns,
+    FailureRow,
+    GroupKey,
+    SceneRef,
+    SceneRow,
+)
+from evi_udf.stats import QUANTIZATION, EviAccumulator, EviSummary
+
+EVI_BANDS = ("B02", "B04", "B08")
+INT16_NODATA = -32768
+# Colour ramp of the quick-look: EVI stops and RGB (water blue, bare soil brown, vegetation greens).
+QUICKLOOK_STOPS = np.array([-0.2, -0.03, 0.05, 0.2, 0.4, 0.6, 0.8], dtype=np.float32)
+QUICKLOOK_COLOURS = np.array(
+    [
+        [20, 60, 150],
+        [70, 120, 200],
+        [166, 97, 26],
+        [223, 194, 125],
+        [166, 219, 160],
+        [90, 174, 97],
+        [0, 90, 50],
+    ],
+    dtype=np.float32,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupResult:
+    """What one group produced: the composite row (None if the group failed), scene and failure rows."""
+
+    composite: CompositeRow | None
+    scenes: list[SceneRow]
+    failures: list[FailureRow]
+
+
+@dataclasses.dataclass
+class _PreparedScene:
+    ref: SceneRef
+    metadata: ProductMetadata
+    band_uris: dict[str, str]
+    mask_kind: str  # "scl", "classi" or "gml"
+    mask_uri: str
+    cloud_polygons: list[dict[str, object]]
+    accumulator: EviAccumulator
+
+
+class _SceneFailed(Exception):
+    def __init__(self, scene: _PreparedScene, error: EviError) -> None:
+        super().__init__(str(error))
+        self.scene = scene
+        self.error = error
+
+
+def parameter_hash(config: RasterConfig) -> str:
+    """A short stable hash of everything that changes the pixels or statistics of a composite."""
+    payload = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _prepare_scene(ref: SceneRef, config: RasterConfig, read: Callable[[str], bytes]) -> _PreparedScene:
+    metadata_uri = join_uri(ref.base_url, f"MTD_MSI{ref.level}.xml")
+    metadata = parse_product_metadata(read(metadata_uri), metadata_uri)
+    if metadata.level != ref.level:
+        raise MetadataError(
+            f"{metadata_uri}: is a {metadata.level} product but the index row says {ref.level}"
+        )
+    band_uris = {band: join_uri(ref.base_url, metadata.band_file(band)) for band in EVI_BANDS}
+    for band in EVI_BANDS:
+        metadata.offset(band)  # a product with offsets for some bands only is unusable
+    granule_dir = metadata.band_file("B02").split("/IMG_DATA/")[0]
+    polygons: list[dict[str, object]] = []
+    if ref.level == "L2A":
+        mask_kind, mask_uri = "scl", join_uri(ref.base_url, metadata.band_file("SCL"))
+    elif metadata.has_offsets:
+        mask_kind, mask_uri = "classi", join_uri(ref.base_url, f"{granule_dir}/QI_DATA/MSK_CLASSI_B00.jp2")
+    else:
+        mask_kind, mask_uri = "gml", join_uri(ref.base_url, f"{granule_dir}/QI_DATA/MSK_CLOUDS_B00.gml")
+        polygons = parse_cloud_mask_gml(read(mask_uri), mask_uri)
+    return _PreparedScene(
+        ref,
+        metadata,
+        band_uris,
+        mask_kind,
+        mask_uri,
+        polygons,
+        EviAccumulator(config.evi_valid_min, config.evi_valid_max, config.histogram_bins),
+    )
+
+
+def _scene_block(
+    scene: _PreparedScene,
+    datasets: dict[str, rasterio.io.DatasetReader],
+    grid: PixelGrid,
+    window: Window,
+    config: RasterConfig,
+    resampling: Resampling,
+) -> tuple[np.ndarray, np.ndarray]:
+    """EVI of one scene over one block (NaN = not a clear valid observation) and its data coverage."""
+    reflectance = {}
+    for band in EVI_BANDS:
+        dn = read_block(datasets[band], grid, window, resampling, nodata=0)
+        reflectance[band] = dn_to_reflectance(dn, scene.metadata.offset(band), scene.metadata.quantification)
+    has_data = (
+        np.isfinite(reflectance["B02"]) & np.isfinite(reflectance["B04"]) & np.isfinite(reflectance["B08"])
+    )
+    if scene.mask_kind == "scl":
+        clear = scl_clear_mask(
+            read_block(datasets["mask"], grid, window, Resampling.nearest), config.scl_clear_classes
+        )
+    elif scene.mask_kind == "classi":
+        classi = np.stack(
+            [read_block(datasets["mask"], grid, window, Resampling.nearest, band=b) for b in (1, 2, 3)]
+        )
+        clear = classi_clear_mask(classi, mask_snow=config.l1c_mask_snow)
+    elif scene.cloud_polygons:
+        cloudy = rasterize(
+            [(polygon, 1) for polygon in scene.cloud_polygons],
+            out_shape=(int(window.height), int(window.width)),
+            transform=window_transform(window, grid.transform),
+            fill=0,
+            dtype="uint8",
+        )
+        clear = cloudy == 0
+    else:
+        clear = np.ones(has_data.shape, dtype=bool)
+    masked = has_data & ~clear
+    for band in EVI_BANDS:
+        reflectance[band][masked] = np.nan
+    result = compute_evi(
+        reflectance["B02"],
+        reflectance["B04"],
+        reflectance["B08"],
+        EviRules(config.evi_valid_min, config.evi_valid_max, config.evi_min_denominator),
+    )
+    scene.accumulator.add(
+        result.values,
+        masked=int(masked.sum()),
+        nodata=int((~has_data).sum()),
+        invalid=result.small_denominator + result.out_of_range,
+    )
+    return result.values, has_data
+
+
+def _composite_native(
+    scenes: list[_PreparedScene], grid: PixelGrid, config: RasterConfig, scratch: rasterio.io.DatasetWriter
+) -> None:
+    """Walk the native grid block by block; raise _SceneFailed naming the scene that broke."""
+    spec = get_compositor(config.compositor)
+    resampling = Resampling[config.resampling]
+    with contextlib.ExitStack() as stack:
+        datasets: dict[str, dict[str, rasterio.io.DatasetReader]] = {}
+        for scene in scenes:
+            try:
+                opened = {
+                    band: stack.enter_context(open_raster(uri)) for band, uri in scene.band_uris.items()
+                }
+                if scene.mask_kind in ("scl", "classi"):
+                    opened["mask"] = stack.enter_context(open_raster(scene.mask_uri))
+            except EviError as exc:
+                raise _SceneFailed(scene, exc) from exc
+            datasets[scene.ref.product_id] = opened
+        for window in block_windows(grid.width, grid.height, config.block_size):
+            compositor = spec.factory((int(window.height), int(window.width)))
+            observed = np.zeros((int(window.height), int(window.width)), dtype=bool)
+            for scene in scenes:
+                try:
+                    values, has_data = _scene_block(
+                        scene, datasets[scene.ref.product_id], grid, window, config, resampling
+                    )
+                except EviError as exc:
+                    raise _SceneFailed(scene, exc) from exc
+                compositor.add(values)
+                observed |= has_data
+            value, count = compositor.finish()
+            scratch.write(value, 1, window=window)
+            scratch.write(count.astype(np.float32), 2, window=window)
+            scratch.write(observed.astype(np.float32), 3, window=window)
+
+
+def _order(scenes: list[_PreparedScene], scene_order: str) -> list[_PreparedScene]:
+    if scene_order == "cloud":
+        return sorted(scenes, key=lambda s: (s.ref.cloud_cover, s.ref.sensing_time, s.ref.product_id))
+    return sorted(scenes, key=lambda s: (s.ref.sensing_time, s.ref.product_id))
+
+
+def _native_grid(scene: _PreparedScene) -> PixelGrid:
+    with open_raster(scene.band_uris["B02"]) as dataset:
+        return dataset_grid(dataset)
+
+
+def _output_grid(native: PixelGrid, config: RasterConfig) -> tuple[PixelGrid, str]:
+    grid_config = config.grid
+    if grid_config.kind == "native":
+        return native, "native"
+    shared = SharedGrid(grid_config.crs or "", grid_config.resolution, grid_config.origin)
+    name = f"{grid_config.crs}_{grid_config.resolution:g}m".replace(":", "").lower()
+    return shared.cover(native), name
+
+
+def _summary_columns(summary: EviSummary) -> EviStatisticsColumns:
+    q = summary.quantiles
+    return EviStatisticsColumns(
+        evi_mean=summary.mean,
+        evi_std=summary.std,
+        evi_min=summary.min,
+        evi_max=summary.max,
+        evi_p05=q["p05"],
+        evi_p25=q["p25"],
+        evi_p50=q["p50"],
+        evi_p75=q["p75"],
+        evi_p95=q["p95"],
+        histogram_edges=list(summary.histogram_edges),
+        histogram_counts=list(summary.histogram_counts),
+    )
+
+
+def _encode_final(
+    source: Path, destination: Path, grid: PixelGrid, config: RasterConfig, accumulator: EviAccumulator
+) -> None:
+    """Quantize the output-grid composite into the published encoding, accumulating its statistics."""
+    int16 = config.output_dtype == "int16"
+    nodata: float = INT16_NODATA if int16 else float("nan")
+    with (
+        rasterio.open(source) as src,
+        rasterio.open(
+            destination,
+            "w",
+            driver="GTiff",
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            compress="ZSTD",
+            zstd_level=1,
+            width=grid.width,
+            height=grid.height,
+            count=2,
+            dtype=config.output_dtype,
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=nodata,
+        ) as dst,
+    ):
+        for window in block_windows(grid.width, grid.height, config.block_size):
+            evi, count, observed = (src.read(band, window=window) for band in (1, 2, 3))
+            covered = observed > 0.5
+            valid = covered & np.isfinite(evi)
+            if int16:
+                steps = np.where(valid, np.rint(evi * QUANTIZATION), INT16_NODATA).astype(np.int16)
+                published = np.where(valid, steps / np.float32(QUANTIZATION), np.nan).astype(np.float32)
+                dst.write(steps, 1, window=window)
+                dst.write(np.where(covered, np.rint(count), INT16_NODATA).astype(np.int16), 2, window=window)
+            else:
+                published = np.where(valid, evi, np.nan).astype(np.float32)
+                dst.write(published, 1, window=window)
+                dst.write(np.where(covered, np.rint(count), np.nan).astype(np.float32), 2, window=window)
+            accumulator.add(published, masked=int((covered & ~valid).sum()), nodata=int((~covered).sum()))
+        if int16:
+            dst.scales = (1.0 / QUANTIZATION, 1.0)
+            dst.offsets = (0.0, 0.0)
+        dst.set_band_description(1, "evi")
+        dst.set_band_description(2, "clear_observations")
+
+
+def _quicklook(cog: Path, destination: Path, size: int) -> None:
+    """A small colour-mapped PNG of the composite (transparent where there is no EVI)."""
+    with rasterio.open(cog) as dataset:
+        scale = max(dataset.width, dataset.height) / size
+        shape = (max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
+        evi = dataset.read(1, out_shape=shape, resampling=Resampling.nearest, masked=True).astype(np.float32)
+        evi = evi * np.float32(dataset.scales[0]) + np.float32(dataset.offsets[0])
+    values = np.clip(evi.filled(np.nan), QUICKLOOK_STOPS[0], QUICKLOOK_STOPS[-1])
+    rgb = np.stack([np.interp(values, QUICKLOOK_STOPS, QUICKLOOK_COLOURS[:, c]) for c in range(3)])
+    alpha = np.where(np.isfinite(values), 255, 0)
+    image = np.nan_to_num(np.concatenate([rgb, alpha[None]]), nan=0).astype(np.uint8)
+    # A picture, not a georeferenced raster: the PNG carries no transform on purpose.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(
+            destination, "w", driver="PNG", width=shape[1], height=shape[0], count=4, dtype="uint8"
+        ) as png:
+            png.write(image)
+
+
+def _footprint_wkt(grid: PixelGrid) -> str:
+    """The grid's outline in WGS84 as WKT, densified so that curved edges stay close."""
+    to_wgs84 = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    left, bottom, right, top = grid.bounds
+    steps = np.linspace(0.0, 1.0, 11)
+    xs = np.r_[
+        left + steps * (right - left), np.full(11, right), right - steps * (right - left), np.full(11, left)
+    ]
+    ys = np.r_[
+        np.full(11, top), top - steps * (top - bottom), np.full(11, bottom), bottom + steps * (top - bottom)
+    ]
+    lon, lat = to_wgs84.transform(xs, ys)
+    points = ", ".join(f"{x:.6f} {y:.6f}" for x, y in zip(lon, lat, strict=True))
+    return f"POLYGON (({points}))"
+
+
+def _stac_item(
+    key: GroupKey,
+    raster_name: str,
+    quicklook_name: str,
+    footprint_wkt: str,
+    grid: PixelGrid,
+    scenes: list[_PreparedScene],
+    config: RasterConfig,
+    params: str,
+    summary: EviSummary,
+) -> dict[str, Any]:
+    ring = [[float(v) for v in point.split()] for point in footprint_wkt[10:-2].split(", ")]
+    lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+    scale = 1.0 / QUANTIZATION if config.output_dtype == "int16" else 1.0
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        ],
+        "id": Path(raster_name).stem,
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "bbox": [min(lons), min(lats), max(lons), max(lats)],
+        "properties": {
+            "datetime": None,
+            "start_datetime": f"{key.period_start.isoformat()}T00:00:00Z",
+            "end_datetime": f"{key.period_end.isoformat()}T23:59:59Z",
+            "mgrs:tile": key.mgrs_tile,
+            "evi:period": key.period,
+            "evi:method": config.compositor,
+            "evi:parameters": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+            "evi:parameter_hash": params,
+            "evi:valid_pixels": summary.valid_pixels,
+            "evi:inputs": [
+                {
+                    "product_id": s.ref.product_id,
+                    "granule_id": s.ref.granule_id,
+                    "sensing_time": s.ref.sensing_time.isoformat(),
+                    "processing_baseline": s.metadata.processing_baseline,
+                    "offsets": {band: s.metadata.offset(band) for band in EVI_BANDS},
+                    "quantification": s.metadata.quantification,
+                }
+                for s in scenes
+            ],
+            "proj:wkt2": rasterio.crs.CRS.from_user_input(grid.crs).to_wkt(),
+            "proj:shape": [grid.height, grid.width],
+            "proj:transform": list(grid.transform)[:6],
+            "processing:software": {"evi_udf": evi_udf.__version__},
+        },
+        "links": [],
+        "assets": {
+            "evi": {
+                "href": f"./{raster_name}",
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "roles": ["data"],
+                "raster:bands": [
+                    {"name": "evi", "data_type": config.output_dtype, "scale": scale, "offset": 0.0},
+                    {"name": "clear_observations", "data_type": config.output_dtype},
+                ],
+            },
+            "quicklook": {"href": f"./{quicklook_name}", "type": "image/png", "roles": ["overview"]},
+        },
+    }
+
+
+def _publish(local: Path, destination: str) -> None:
+    """Make a finished file visible under its final name in one step."""
+    if destination.startswith("gs://"):
+        raise RasterWriteError(
+            f"{destination}: publishing to gs:// needs the storage layer (not available yet)"
+        )
+    target = Path(destination)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(local, staging)
+    os.replace(staging, target)
+
+
+def output_prefix(root: str, grid_name: str, key: GroupKey) -> str:
+    """Where a group's files go: ``<root>/evi/<grid>/<period>/<tile>/``."""
+    return f"{root.rstrip('/')}/evi/{grid_name}/{key.period}/{key.mgrs_tile}"
+
+
+def process_group(
+    key: GroupKey,
+    scenes: Sequence[SceneRef],
+    config: JobConfig,
+    read: Callable[[str], bytes] | None = None,
+    now: Callable[[], dt.datetime] | None = None,
+) -> GroupResult:
+    """Make the EVI composite of one tile and period and every row describing it.
+
+    Parameters
+    ----------
+    key
+        The tile and period.
+    scenes
+        The group's scenes as selected by the catalog (deduplicated).
+    config
+        The job configuration; ``config.raster`` drives the pixels and ``config.output.root`` says where
+        the COG, STAC item and quick-look go.
+    read
+        Reads small files (metadata XML, GML masks); defaults to local files.
+
+    Returns
+    -------
+    GroupResult
+        The composite row (``None`` if no scene could be used), one row per usable scene and one per
+        failure. Errors of the pipeline never escape: they become failure rows.
+    """
+    raster = config.raster
+    params = parameter_hash(raster)
+    reader = read or (lambda uri: Path(uri).read_bytes())
+    clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
+    failures: list[FailureRow] = []
+
+    def fail(error: EviError, scene: SceneRef | None) -> None:
+        failures.append(
+            FailureRow(
+                mgrs_tile=key.mgrs_tile,
+                period=key.period,
+                granule_id=scene.granule_id if scene else None,
+                product_id=scene.product_id if scene else None,
+                stage=error.stage,
+                error_class=type(error).__name__,
+                message=str(error),
+                parameter_hash=params,
+            )
+        )
+
+    with rasterio.Env(**GDAL_ENV):
+        prepared: list[_PreparedScene] = []
+        for ref in scenes:
+            try:
+                prepared.append(_prepare_scene(ref, raster, _reading(reader)))
+            except EviError as exc:
+                fail(exc, ref)
+        ordered = _order(prepared, get_compositor(raster.compositor).scene_order)
+        native: PixelGrid | None = None
+        while ordered and native is None:
+            try:
+                native = _native_grid(ordered[0])
+            except EviError as exc:
+                fail(exc, ordered.pop(0).ref)
+        if native is None:
+            fail(EviError(f"no usable scene among {len(scenes)} for {key.mgrs_tile} {key.period}"), None)
+            return GroupResult(None, [], failures)
+        with tempfile.TemporaryDirectory(prefix=f"evi_{key.mgrs_tile}_") as workdir:
+            while True:
+                for scene in ordered:
+                    scene.accumulator = EviAccumulator(
+                        raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins
+                    )
+                try:
+                    with scratch_raster(native, 3, "float32", float("nan"), workdir) as (
+                        native_path,
+                        scratch,
+                    ):
+                        _composite_native(ordered, native, raster, scratch)
+                        scratch.close()
+                        return _finish(
+                            key, ordered, native, native_path, Path(workdir), config, params, failures, clock
+                        )
+                except _SceneFailed as failed:
+                    fail(failed.error, failed.scene.ref)
+                    ordered = [s for s in ordered if s is not failed.scene]
+                    if not ordered:
+                        fail(EviError(f"every scene of {key.mgrs_tile} {key.period} failed"), None)
+                        return GroupResult(None, [], failures)
+                except EviError as exc:
+                    fail(exc, None)
+                    return GroupResult(None, [], failures)
+
+
+def _reading(reader: Callable[[str], bytes]) -> Callable[[str], bytes]:
+    def read(uri: str) -> bytes:
+        try:
+            return reader(uri)
+        except FileNotFoundError as exc:
+            raise MetadataError(f"{uri}: file not found") from exc
+        except OSError as exc:
+            raise MetadataError(f"{uri}: cannot read ({exc})") from exc
+
+    return read
+
+
+def _finish(
+    key: GroupKey,
+    scenes: list[_PreparedScene],
+    native: PixelGrid,
+    native_path: Path,
+    workdir: Path,
+    config: JobConfig,
+    params: str,
+    failures: list[FailureRow],
+    clock: Callable[[], dt.datetime],
+) -> GroupResult:
+    raster = config.raster
+    grid, grid_name = _output_grid(native, raster)
+    on_grid = native_path
+    if grid_name != "native":
+        on_grid = workdir / "warped.tif"
+        resampling = Resampling[raster.resampling]
+        warp_to_grid(
+            native_path,
+            grid,
+            on_grid,
+            {1: resampling, 2: Resampling.nearest, 3: Resampling.nearest},
+            float("nan"),
+        )
+    encoded = workdir / "encoded.tif"
+    composite_stats = EviAccumulator(raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins)
+    _encode_final(on_grid, encoded, grid, raster, composite_stats)
+    stem = f"S2_EVI_{key.mgrs_tile}_{key.period}_{raster.compositor}_{params}"
+    cog = workdir / f"{stem}.tif"
+    write_cog(
+        encoded, cog, raster.cog_profile, tags={"EVI_PARAMETER_HASH": params, "MGRS_TILE": key.mgrs_tile}
+    )
+    quicklook = workdir / f"{stem}.png"
+    _quicklook(cog, quicklook, raster.quicklook_size)
+    summary = composite_stats.summary()
+    footprint = _footprint_wkt(native)
+    stac_path = workdir / f"{stem}.json"
+    stac_path.write_text(
+        json.dumps(
+            _stac_item(key, cog.name, quicklook.name, footprint, grid, scenes, raster, params, summary),
+            indent=2,
+        )
+    )
+    prefix = output_prefix(config.output.root, grid_name, key)
+    # The COG last: its presence means the group is complete.
+    for path in (quicklook, stac_path, cog):
+        _publish(path, f"{prefix}/{path.name}")
+    composite = CompositeRow(
+        mgrs_tile=key.mgrs_tile,
+        utm_zone=int(key.mgrs_tile[:2]),
+        period=key.period,
+        period_start=key.period_start,
+        period_end=key.period_end,
+        method=raster.compositor,
+        grid=grid_name,
+        scene_count=len(scenes),
+        scenes_failed=len({f.product_id for f in failures if f.product_id}),
+        total_pixels=summary.total_pixels,
+        valid_pixels=summary.valid_pixels,
+        masked_pixels=summary.masked_pixels,
+        nodata_pixels=summary.nodata_pixels,
+        statistics=_summary_columns(summary),
+        footprint_wkt=footprint,
+        raster_uri=f"{prefix}/{cog.name}",
+        stac_uri=f"{prefix}/{stac_path.name}",
+        quicklook_uri=f"{prefix}/{quicklook.name}",
+        parameter_hash=params,
+        software_version=evi_udf.__version__,
+        processed_at=clock(),
+    )
+    scene_rows = []
+    for scene in scenes:
+        s = scene.accumulator.summary()
+        with_data = s.total_pixels - s.nodata_pixels
+        scene_rows.append(
+            SceneRow(
+                granule_id=scene.ref.granule_id,
+                product_id=scene.ref.product_id,
+                mgrs_tile=scene.ref.mgrs_tile,
+                sensing_time=scene.ref.sensing_time,
+                period=key.period,
+                processing_baseline=scene.metadata.processing_baseline,
+                offset_applied=scene.metadata.offset("B04"),
+                quantification=scene.metadata.quantification,
+                index_cloud_cover=scene.ref.cloud_cover,
+                total_pixels=s.total_pixels,
+                valid_pixels=s.valid_pixels,
+                masked_pixels=s.masked_pixels,
+                nodata_pixels=s.nodata_pixels,
+                invalid_pixels=s.invalid_pixels,
+                masked_fraction=s.masked_pixels / with_data if with_data else math.nan,
+                statistics=_summary_columns(s),
+                parameter_hash=params,
+            )
+        )
+    return GroupResult(composite, scene_rows, failures)
