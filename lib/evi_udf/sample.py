@@ -515,7 +515,7 @@ class _ProductStats:
 def _open_jp2(path: Path, grid: TileGrid, scale: int, count: int = 1, dtype: str = "uint16"):
     path.parent.mkdir(parents=True, exist_ok=True)
     size = grid.pixels // scale
-    transform = grid.transform * Affine.scale(scale)
+    transform = grid.transform @ Affine.scale(scale)
     return rasterio.open(
         path,
         "w",
@@ -606,7 +606,7 @@ def write_products(
 
 def cloud_mask_gml(opaque_60m: np.ndarray, grid: TileGrid) -> str:
     """The pre-04.00 L1C cloud mask: opaque-cloud polygons as GML 3.2 in the tile's CRS."""
-    transform = grid.transform * Affine.scale(6)
+    transform = grid.transform @ Affine.scale(6)
     srs = f"urn:ogc:def:crs:EPSG::{grid.epsg}"
     features = []
     for n, (geometry, _value) in enumerate(

@@ -1,0 +1,321 @@
+"""A group of scenes end to end: composite COG, statistics and failure rows.
+
+Expected values are computed independently in the tests: DNs read straight from the JPEG2000 files
+with rasterio, the offset from the baseline in the product name (-1000 from N0400 on), the SCL
+upsampled by repetition, EVI and the median in float64 numpy.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from evi_udf.config import JobConfig, config_from_mapping
+from evi_udf.process import GroupResult, process_group
+from evi_udf.sample import SampleSpec, generate_archive
+from evi_udf.schema import GroupKey, SceneRef
+
+FACTOR = 30  # 366 px bands at 300 m: several 256 px blocks per tile
+JANUARY = GroupKey("55HBU", "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("s2")
+    generate_archive(
+        SampleSpec(
+            out=root,
+            levels=("L1C", "L2A"),
+            tiles=("55HBU", "54HYD"),
+            scenes_per_tile=4,
+            resolution_factor=FACTOR,
+            seed=3,
+        )
+    )
+    return root
+
+
+def index_rows(root: Path, level: str) -> list[dict[str, str]]:
+    path = root / "L2" / "index.csv.gz" if level == "L2A" else root / "index.csv.gz"
+    with gzip.open(path, "rt", newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["BASE_URL"]]
+
+
+def baseline_number(row: dict[str, str]) -> int:
+    return int(row["PRODUCT_ID"].split("_N")[1][:4])
+
+
+def scene_refs(
+    rows: list[dict[str, str]],
+    tile: str,
+    level: str,
+    root: Path | None = None,
+    original: Path | None = None,
+    newest_only: bool = True,
+) -> list[SceneRef]:
+    chosen: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if row["MGRS_TILE"] != tile:
+            continue
+        datatake = row["DATATAKE_IDENTIFIER"].rsplit("_N", 1)[0]
+        if (
+            not newest_only
+            or datatake not in chosen
+            or baseline_number(row) > baseline_number(chosen[datatake])
+        ):
+            chosen[datatake if newest_only else row["PRODUCT_ID"]] = row
+    refs = []
+    for row in chosen.values():
+        base = row["BASE_URL"]
+        if root is not None and original is not None:
+            base = base.replace(original.resolve().as_posix(), root.resolve().as_posix())
+        number = baseline_number(row)
+        refs.append(
+            SceneRef(
+                row["GRANULE_ID"],
+                row["PRODUCT_ID"],
+                row["MGRS_TILE"],
+                dt.datetime.fromisoformat(row["SENSING_TIME"].replace("Z", "")),
+                float(row["CLOUD_COVER"]),
+                base,
+                level,
+                f"{number // 100:02d}.{number % 100:02d}",
+            )
+        )
+    return sorted(refs, key=lambda r: r.sensing_time)
+
+
+def job_config(out: Path, **raster: object) -> JobConfig:
+    return config_from_mapping(
+        {
+            "catalog": {"index_uri": "unused"},
+            "output": {"root": str(out)},
+            "raster": {"block_size": 256, **raster},
+        }
+    )
+
+
+def expected_scene_evi(ref: SceneRef) -> np.ndarray:
+    """EVI of one L2A scene in float64, NaN where not clear or not valid."""
+    granule = next(Path(ref.base_url).glob("GRANULE/*/IMG_DATA"))
+    offset = -1000.0 if int(ref.processing_baseline.replace(".", "")) >= 400 else 0.0
+    dn = {}
+    for band in ("B02", "B04", "B08"):
+        with rasterio.open(next(granule.glob(f"R10m/*_{band}_10m.jp2"))) as dataset:
+            dn[band] = dataset.read(1).astype(np.float64)
+    with rasterio.open(next(granule.glob("R20m/*_SCL_20m.jp2"))) as dataset:
+        scl = np.kron(dataset.read(1), np.ones((2, 2), dtype=np.uint8))
+    blue, red, nir = ((dn[b] + offset) / 10000 for b in ("B02", "B04", "B08"))
+    bad_dn = np.zeros(scl.shape, dtype=bool)
+    for values in dn.values():
+        bad_dn |= (values == 0) | (values == 65535)
+    denominator = nir + 6 * red - 7.5 * blue + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        evi = 2.5 * (nir - red) / denominator
+    invalid = bad_dn | ~np.isin(scl, [4, 5, 6]) | (np.abs(denominator) < 1e-3) | ~(np.abs(evi) <= 1)
+    return np.where(invalid, np.nan, evi)
+
+
+def read_cog(uri: str) -> tuple[np.ndarray, np.ndarray, rasterio.Affine]:
+    assert cog_validate(uri)[0], cog_validate(uri)
+    with rasterio.open(uri) as dataset:
+        assert dataset.dtypes == ("int16", "int16")
+        assert dataset.scales == (0.0001, 1.0)
+        return dataset.read(1), dataset.read(2), dataset.transform
+
+
+def assert_composite_matches(result: GroupResult, refs: list[SceneRef]) -> None:
+    stack = np.stack([expected_scene_evi(ref) for ref in refs])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(stack, axis=0)
+    expected = np.where(np.isnan(median), -32768, np.rint(median * 10000)).astype(np.int64)
+    assert result.composite is not None
+    evi, count, _ = read_cog(result.composite.raster_uri)
+    np.testing.assert_array_equal(evi == -32768, expected == -32768)
+    # float32 in the pipeline, float64 here: at most one quantization step apart.
+    assert np.abs(evi.astype(np.int64) - expected).max() <= 1
+    np.testing.assert_array_equal(count, np.isfinite(stack).sum(axis=0))
+
+
+@pytest.mark.integration
+def test_median_composite_and_statistics_equal_an_independent_computation(
+    archive: Path, tmp_path: Path
+) -> None:
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A")
+    assert len(refs) == 4
+    result = process_group(JANUARY, refs, job_config(tmp_path))
+    assert result.failures == []
+    assert_composite_matches(result, refs)
+    composite = result.composite
+    evi, _, _ = read_cog(composite.raster_uri)
+    valid = evi[evi != -32768] / 10000
+    assert composite.valid_pixels == valid.size
+    assert composite.total_pixels == evi.size
+    assert composite.statistics.evi_mean == pytest.approx(valid.mean(), abs=1e-9)
+    assert composite.statistics.evi_p50 == pytest.approx(
+        np.quantile(valid, 0.5, method="inverted_cdf"), abs=1e-9
+    )
+    assert composite.scene_count == 4
+    for row, ref in zip(result.scenes, refs, strict=True):
+        expected = expected_scene_evi(ref)
+        assert row.product_id == ref.product_id
+        assert row.valid_pixels == int(np.isfinite(expected).sum())
+        assert row.statistics.evi_mean == pytest.approx(np.nanmean(expected), abs=1e-6)
+        assert row.offset_applied == (
+            -1000.0 if "_N05" in ref.product_id or "_N04" in ref.product_id else 0.0
+        )
+    for suffix in ("raster_uri", "stac_uri", "quicklook_uri"):
+        assert Path(getattr(composite, suffix)).is_file()
+
+
+@pytest.mark.integration
+def test_a_product_and_its_reprocessing_give_the_same_evi(archive: Path, tmp_path: Path) -> None:
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A", newest_only=False)
+    old = next(r for r in refs if "_N0214_" in r.product_id and r.sensing_time.day == 13)
+    new = next(r for r in refs if "_N0510_" in r.product_id)
+    result = process_group(JANUARY, [old, new], job_config(tmp_path))
+    old_row, new_row = sorted(result.scenes, key=lambda r: r.processing_baseline)
+    assert (old_row.offset_applied, new_row.offset_applied) == (0.0, -1000.0)
+    # Same reflectance through different offsets: same EVI, apart from dark water pixels that the
+    # pre-04.00 product clipped at DN 1.
+    assert abs(old_row.statistics.evi_mean - new_row.statistics.evi_mean) < 1e-3
+    assert abs(old_row.valid_pixels - new_row.valid_pixels) <= 0.01 * new_row.valid_pixels
+
+
+def copy_archive(archive: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    return copy
+
+
+@pytest.mark.integration
+def test_missing_band_file_fails_that_scene_only(archive: Path, tmp_path: Path) -> None:
+    root = copy_archive(archive, tmp_path)
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A", root=root, original=archive)
+    broken = refs[1]
+    b04 = next(Path(broken.base_url).glob("GRANULE/*/IMG_DATA/R10m/*_B04_10m.jp2"))
+    b04.unlink()
+    result = process_group(JANUARY, refs, job_config(tmp_path / "out"))
+    assert len(result.failures) == 1
+    failure = result.failures[0]
+    assert (failure.product_id, failure.granule_id, failure.stage) == (
+        broken.product_id,
+        broken.granule_id,
+        "read",
+    )
+    assert b04.name in failure.message
+    assert_composite_matches(result, [r for r in refs if r is not broken])
+    assert result.composite.scenes_failed == 1
+
+
+@pytest.mark.integration
+def test_corrupt_jpeg2000_fails_that_scene_and_the_composite_restarts_without_it(
+    archive: Path, tmp_path: Path
+) -> None:
+    root = copy_archive(archive, tmp_path)
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A", root=root, original=archive)
+    broken = refs[2]
+    b08 = next(Path(broken.base_url).glob("GRANULE/*/IMG_DATA/R10m/*_B08_10m.jp2"))
+    data = b08.read_bytes()
+    b08.write_bytes(data[: len(data) // 2])  # a truncated download
+    result = process_group(JANUARY, refs, job_config(tmp_path / "out"))
+    assert [f.product_id for f in result.failures] == [broken.product_id]
+    assert result.failures[0].stage == "read" and b08.name in result.failures[0].message
+    assert_composite_matches(result, [r for r in refs if r is not broken])
+    assert {row.product_id for row in result.scenes} == {r.product_id for r in refs if r is not broken}
+
+
+@pytest.mark.integration
+def test_bad_metadata_xml_fails_that_scene(archive: Path, tmp_path: Path) -> None:
+    root = copy_archive(archive, tmp_path)
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A", root=root, original=archive)
+    (Path(refs[0].base_url) / "MTD_MSIL2A.xml").write_text("<Level-2A_User_Product><oops>")
+    result = process_group(JANUARY, refs, job_config(tmp_path / "out"))
+    assert [(f.product_id, f.stage, f.error_class) for f in result.failures] == [
+        (refs[0].product_id, "metadata", "MetadataError")
+    ]
+    assert "MTD_MSIL2A.xml: not valid XML" in result.failures[0].message
+    assert_composite_matches(result, refs[1:])
+
+
+@pytest.mark.integration
+def test_group_with_no_usable_scene_is_a_failure_not_an_exception(archive: Path, tmp_path: Path) -> None:
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A")
+    gone = [
+        SceneRef(
+            r.granule_id,
+            r.product_id,
+            r.mgrs_tile,
+            r.sensing_time,
+            r.cloud_cover,
+            str(tmp_path / "missing"),
+            r.level,
+            r.processing_baseline,
+        )
+        for r in refs[:2]
+    ]
+    result = process_group(JANUARY, gone, job_config(tmp_path / "out"))
+    assert result.composite is None and result.scenes == []
+    assert [f.product_id for f in result.failures] == [r.product_id for r in gone] + [None]
+    assert "no usable scene" in result.failures[-1].message
+
+
+@pytest.mark.integration
+def test_neighbouring_tiles_across_utm_zones_line_up_on_a_shared_grid(archive: Path, tmp_path: Path) -> None:
+    rows = index_rows(archive, "L2A")
+    config = job_config(tmp_path, grid={"kind": "shared", "crs": "EPSG:3577", "resolution": 300.0})
+    results = {}
+    for tile in ("55HBU", "54HYD"):
+        key = GroupKey(tile, "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))
+        results[tile] = process_group(key, scene_refs(rows, tile, "L2A"), config)
+        assert results[tile].failures == []
+    (a_evi, _, a_transform), (b_evi, _, b_transform) = (
+        read_cog(r.composite.raster_uri) for r in results.values()
+    )
+    # Both on the same lattice: origins differ by whole pixels.
+    for a, b in ((a_transform.c, b_transform.c), (a_transform.f, b_transform.f)):
+        assert (a - b) / 300.0 == pytest.approx(round((a - b) / 300.0), abs=1e-9)
+    assert a_transform.a == b_transform.a == 300.0
+    # Paste both into one frame and compare the overlap.
+    dx = round((b_transform.c - a_transform.c) / 300.0)
+    dy = round((a_transform.f - b_transform.f) / 300.0)
+    rows_a, cols_a = np.mgrid[0 : a_evi.shape[0], 0 : a_evi.shape[1]]
+    rb, cb = rows_a - dy, cols_a - dx
+    inside = (rb >= 0) & (cb >= 0) & (rb < b_evi.shape[0]) & (cb < b_evi.shape[1])
+    a_vals = a_evi[inside]
+    b_vals = b_evi[rb[inside], cb[inside]]
+    both = (a_vals != -32768) & (b_vals != -32768)
+    assert both.sum() > 500  # the zone-boundary overlap is several km wide
+    difference = np.abs(a_vals[both].astype(int) - b_vals[both].astype(int)) / 10000
+    # The same ground seen through two UTM grids: differences are resampling and per-tile noise only.
+    assert np.median(difference) < 0.02
+    assert np.corrcoef(a_vals[both], b_vals[both])[0, 1] > 0.95
+
+
+@pytest.mark.integration
+def test_l1c_groups_use_the_classi_raster_and_the_gml_polygons(archive: Path, tmp_path: Path) -> None:
+    refs = scene_refs(index_rows(archive, "L1C"), "54HYD", "L1C")
+    assert {r.processing_baseline for r in refs} == {"02.14", "04.00"}
+    key = GroupKey("54HYD", "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))
+    result = process_group(key, refs, job_config(tmp_path))
+    assert result.failures == []
+    read_cog(result.composite.raster_uri)
+    by_product = {row.product_id: row for row in result.scenes}
+    for ref in refs:
+        row = by_product[ref.product_id]
+        if ref.cloud_cover > 5:
+            # Clouds are masked by whichever mask the baseline provides.
+            assert row.masked_pixels > 0, ref.product_id
+        assert row.masked_fraction == pytest.approx(ref.cloud_cover / 100, abs=0.1)
