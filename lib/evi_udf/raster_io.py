@@ -33,8 +33,10 @@ GDAL_ENV: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     # Decode JPEG2000 code-blocks on every core of the executor: decoding is the floor of the run time.
     "GDAL_NUM_THREADS": "ALL_CPUS",
-    # A 1024 x 1024 block of three bands plus SCL fits well within this; the cache is per process.
-    "GDAL_CACHEMAX": 512,
+    # Blocks are aligned with the 1024 x 1024 JPEG2000 tiles, so a decoded tile is needed once, except
+    # SCL (20 m), whose tiles span two block rows: the cache must hold one row of them per scene
+    # (~1 MB each). 512 MB cost 700 MB of peak RSS on a full tile for no speed (BENCHMARKS.md).
+    "GDAL_CACHEMAX": 128,
     # Transient HTTP errors (429, 5xx) from GCS are retried instead of failing a scene.
     "GDAL_HTTP_MAX_RETRY": 5,
     "GDAL_HTTP_RETRY_DELAY": 1,
