@@ -35,8 +35,13 @@ def build_session(
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
+    settings = dict(BASE_SPARK_CONF)
     if master:
         builder = builder.master(master)
-    for key, value in {**BASE_SPARK_CONF, **(conf or {})}.items():
+        if master.startswith("local"):
+            # One machine: 200 shuffle partitions (the default, sized for clusters) only add task overhead.
+            settings["spark.sql.shuffle.partitions"] = "8"
+    settings.update(conf or {})
+    for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
