@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
@@ -178,6 +179,25 @@ def test_median_composite_and_statistics_equal_an_independent_computation(
         )
     for suffix in ("raster_uri", "stac_uri", "quicklook_uri"):
         assert Path(getattr(composite, suffix)).is_file()
+    item = pystac.Item.from_file(composite.stac_uri)
+    assert item.properties["proj:code"] == "EPSG:32755"
+    assert (item.properties["start_datetime"], item.properties["end_datetime"]) == (
+        "2022-01-01T00:00:00Z",
+        "2022-01-31T23:59:59Z",
+    )
+    inputs = {entry["product_id"]: entry for entry in item.properties["evi:inputs"]}
+    assert set(inputs) == {ref.product_id for ref in refs}
+    for ref in refs:
+        expected_offset = -1000.0 if int(ref.processing_baseline.replace(".", "")) >= 400 else 0.0
+        assert inputs[ref.product_id]["processing_baseline"] == ref.processing_baseline
+        assert inputs[ref.product_id]["offsets"] == {
+            "B02": expected_offset,
+            "B04": expected_offset,
+            "B08": expected_offset,
+        }
+    assert Path(composite.raster_uri).name == Path(item.assets["evi"].href).name
+    with rasterio.open(composite.quicklook_uri) as png:
+        assert png.count == 4 and max(png.width, png.height) <= 512
 
 
 @pytest.mark.integration

@@ -26,9 +26,9 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pystac
 import rasterio
 from pyproj import Transformer
 from rasterio.enums import Resampling
@@ -366,24 +366,18 @@ def _stac_item(
     config: RasterConfig,
     params: str,
     summary: EviSummary,
-) -> dict[str, Any]:
-    ring = [[float(v) for v in point.split()] for point in footprint_wkt[10:-2].split(", ")]
+) -> pystac.Item:
+    """The composite's STAC item: footprint, period, inputs with their baselines and offsets, parameters."""
+    ring = [[float(v) for v in point.split()] for point in footprint_wkt[len("POLYGON ((") : -2].split(", ")]
     lons, lats = [p[0] for p in ring], [p[1] for p in ring]
-    scale = 1.0 / QUANTIZATION if config.output_dtype == "int16" else 1.0
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": [
-            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-        ],
-        "id": Path(raster_name).stem,
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
-        "bbox": [min(lons), min(lats), max(lons), max(lats)],
-        "properties": {
-            "datetime": None,
-            "start_datetime": f"{key.period_start.isoformat()}T00:00:00Z",
-            "end_datetime": f"{key.period_end.isoformat()}T23:59:59Z",
+    item = pystac.Item(
+        id=Path(raster_name).stem,
+        geometry={"type": "Polygon", "coordinates": [ring]},
+        bbox=[min(lons), min(lats), max(lons), max(lats)],
+        datetime=None,
+        start_datetime=dt.datetime.combine(key.period_start, dt.time(0, 0), tzinfo=dt.timezone.utc),
+        end_datetime=dt.datetime.combine(key.period_end, dt.time(23, 59, 59), tzinfo=dt.timezone.utc),
+        properties={
             "mgrs:tile": key.mgrs_tile,
             "evi:period": key.period,
             "evi:method": config.compositor,
@@ -401,25 +395,36 @@ def _stac_item(
                 }
                 for s in scenes
             ],
+            "proj:code": f"EPSG:{epsg}"
+            if (epsg := rasterio.crs.CRS.from_user_input(grid.crs).to_epsg())
+            else None,
             "proj:wkt2": rasterio.crs.CRS.from_user_input(grid.crs).to_wkt(),
             "proj:shape": [grid.height, grid.width],
             "proj:transform": list(grid.transform)[:6],
-            "processing:software": {"evi_udf": evi_udf.__version__},
+            "software": {"evi_udf": evi_udf.__version__},
         },
-        "links": [],
-        "assets": {
-            "evi": {
-                "href": f"./{raster_name}",
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "roles": ["data"],
-                "raster:bands": [
+        stac_extensions=["https://stac-extensions.github.io/projection/v2.0.0/schema.json"],
+    )
+    scale = 1.0 / QUANTIZATION if config.output_dtype == "int16" else 1.0
+    item.add_asset(
+        "evi",
+        pystac.Asset(
+            href=f"./{raster_name}",
+            media_type=pystac.MediaType.COG,
+            roles=["data"],
+            extra_fields={
+                "bands": [
                     {"name": "evi", "data_type": config.output_dtype, "scale": scale, "offset": 0.0},
                     {"name": "clear_observations", "data_type": config.output_dtype},
-                ],
+                ]
             },
-            "quicklook": {"href": f"./{quicklook_name}", "type": "image/png", "roles": ["overview"]},
-        },
-    }
+        ),
+    )
+    item.add_asset(
+        "quicklook",
+        pystac.Asset(href=f"./{quicklook_name}", media_type=pystac.MediaType.PNG, roles=["overview"]),
+    )
+    return item
 
 
 def _publish(local: Path, destination: str) -> None:
@@ -580,12 +585,8 @@ def _finish(
     summary = composite_stats.summary()
     footprint = _footprint_wkt(native)
     stac_path = workdir / f"{stem}.json"
-    stac_path.write_text(
-        json.dumps(
-            _stac_item(key, cog.name, quicklook.name, footprint, grid, scenes, raster, params, summary),
-            indent=2,
-        )
-    )
+    item = _stac_item(key, cog.name, quicklook.name, footprint, grid, scenes, raster, params, summary)
+    stac_path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False), indent=2))
     prefix = output_prefix(config.output.root, grid_name, key)
     # The COG last: its presence means the group is complete.
     for path in (quicklook, stac_path, cog):
