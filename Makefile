@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: setup run test lint sample clean
+.PHONY: setup run test lint sample bench clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -31,6 +31,11 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest
+
+# Benchmarks are not part of `make test`: full-size tiles take many minutes.
+bench: setup
+	$(PY) bench/memory.py --factors 1 2 --work bench/data
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(SAMPLE) out
