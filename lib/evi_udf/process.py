@@ -247,13 +247,25 @@ def _native_grid(scene: _PreparedScene) -> PixelGrid:
         return dataset_grid(dataset)
 
 
-def _output_grid(native: PixelGrid, config: RasterConfig) -> tuple[PixelGrid, str]:
+def grid_name(config: RasterConfig) -> str:
+    """The output grid's name in paths and rows: ``native`` or e.g. ``epsg3577_10m``."""
     grid_config = config.grid
     if grid_config.kind == "native":
-        return native, "native"
-    shared = SharedGrid(grid_config.crs or "", grid_config.resolution, grid_config.origin)
-    name = f"{grid_config.crs}_{grid_config.resolution:g}m".replace(":", "").lower()
-    return shared.cover(native), name
+        return "native"
+    return f"{grid_config.crs}_{grid_config.resolution:g}m".replace(":", "").lower()
+
+
+def _output_grid(native: PixelGrid, config: RasterConfig) -> PixelGrid:
+    grid_config = config.grid
+    if grid_config.kind == "native":
+        return native
+    return SharedGrid(grid_config.crs or "", grid_config.resolution, grid_config.origin).cover(native)
+
+
+def composite_uri(key: GroupKey, config: JobConfig) -> str:
+    """Where the group's COG is published; it is written last, so it existing means the group is done."""
+    stem = f"S2_EVI_{key.mgrs_tile}_{key.period}_{config.raster.compositor}_{parameter_hash(config.raster)}"
+    return f"{output_prefix(config.output.root, grid_name(config.raster), key)}/{stem}.tif"
 
 
 def _summary_columns(summary: EviSummary) -> EviStatisticsColumns:
@@ -560,9 +572,9 @@ def _finish(
     clock: Callable[[], dt.datetime],
 ) -> GroupResult:
     raster = config.raster
-    grid, grid_name = _output_grid(native, raster)
+    grid = _output_grid(native, raster)
     on_grid = native_path
-    if grid_name != "native":
+    if raster.grid.kind != "native":
         on_grid = workdir / "warped.tif"
         resampling = Resampling[raster.resampling]
         warp_to_grid(
@@ -575,8 +587,10 @@ def _finish(
     encoded = workdir / "encoded.tif"
     composite_stats = EviAccumulator(raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins)
     _encode_final(on_grid, encoded, grid, raster, composite_stats)
-    stem = f"S2_EVI_{key.mgrs_tile}_{key.period}_{raster.compositor}_{params}"
-    cog = workdir / f"{stem}.tif"
+    final_cog = composite_uri(key, config)
+    prefix, cog_name = final_cog.rsplit("/", 1)
+    stem = cog_name.removesuffix(".tif")
+    cog = workdir / cog_name
     write_cog(
         encoded, cog, raster.cog_profile, tags={"EVI_PARAMETER_HASH": params, "MGRS_TILE": key.mgrs_tile}
     )
@@ -587,7 +601,6 @@ def _finish(
     stac_path = workdir / f"{stem}.json"
     item = _stac_item(key, cog.name, quicklook.name, footprint, grid, scenes, raster, params, summary)
     stac_path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False), indent=2))
-    prefix = output_prefix(config.output.root, grid_name, key)
     # The COG last: its presence means the group is complete.
     for path in (quicklook, stac_path, cog):
         _publish(path, f"{prefix}/{path.name}")
@@ -598,7 +611,7 @@ def _finish(
         period_start=key.period_start,
         period_end=key.period_end,
         method=raster.compositor,
-        grid=grid_name,
+        grid=grid_name(raster),
         scene_count=len(scenes),
         scenes_failed=len({f.product_id for f in failures if f.product_id}),
         total_pixels=summary.total_pixels,

@@ -1,14 +1,21 @@
 """One definition of every output row: composites, scenes and failures.
 
-The dataclasses are the source of truth: the Spark, BigQuery and Parquet schemas of the result tables
-are to be derived from their fields, so that a column is added in one place.
+The dataclasses are the source of truth: the Spark schema of the UDF's output and the columns of the
+three result tables are derived from their fields (BigQuery's from the same list), so a column is
+added in one place.
+
+``applyInPandas`` needs one output schema, so the UDF returns *result rows*: the union of the columns
+of the three row types plus ``kind`` (``composite``, ``scene`` or ``failure``); the driver splits them
+into the tables by ``kind``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
+import types
+import typing
+from typing import Any, Union
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,3 +133,84 @@ def flatten(row: Any) -> dict[str, Any]:
         else:
             flat[field.name] = value
     return flat
+
+
+ROW_TYPES: dict[str, type] = {"composite": CompositeRow, "scene": SceneRow, "failure": FailureRow}
+TABLE_NAMES: dict[str, str] = {
+    "composite": "evi_composites",
+    "scene": "evi_scenes",
+    "failure": "evi_failures",
+}
+# What identifies a row across reruns: a rerun of a group replaces exactly the rows with its key.
+GROUP_KEY_COLUMNS: tuple[str, ...] = ("mgrs_tile", "period", "parameter_hash")
+
+
+def _flat_fields(cls: type) -> list[tuple[str, Any, bool]]:
+    """(name, python type, nullable) of a row type's flattened columns, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    columns: list[tuple[str, Any, bool]] = []
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            columns.extend(_flat_fields(hint))
+            continue
+        nullable = False
+        if typing.get_origin(hint) in (Union, types.UnionType):
+            args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+            nullable, hint = True, args[0]
+        columns.append((field.name, hint, nullable))
+    return columns
+
+
+def table_columns(kind: str) -> list[str]:
+    """The columns of one result table, in order: the run that wrote the row, then the row's fields."""
+    return ["run_id", *(name for name, _, _ in _flat_fields(ROW_TYPES[kind]))]
+
+
+def result_fields() -> list[tuple[str, Any]]:
+    """``kind`` then the union of every row type's columns (first declaration wins the order).
+
+    Raises
+    ------
+    TypeError
+        If two row types declare the same column with different types.
+    """
+    fields: dict[str, Any] = {"kind": str, "run_id": str}
+    for cls in ROW_TYPES.values():
+        for name, hint, _ in _flat_fields(cls):
+            if name in fields and fields[name] != hint:
+                raise TypeError(f"column {name} is {fields[name]} in one row type and {hint} in another")
+            fields.setdefault(name, hint)
+    return list(fields.items())
+
+
+def spark_type(hint: Any) -> Any:
+    """The Spark SQL type of a row field's Python type."""
+    from pyspark.sql import types as T
+
+    simple = {
+        str: T.StringType(),
+        int: T.LongType(),
+        float: T.DoubleType(),
+        bool: T.BooleanType(),
+        dt.date: T.DateType(),
+        dt.datetime: T.TimestampType(),
+    }
+    if hint in simple:
+        return simple[hint]
+    if typing.get_origin(hint) is list:
+        (inner,) = typing.get_args(hint)
+        return T.ArrayType(spark_type(inner))
+    raise TypeError(f"no Spark type for {hint!r}")
+
+
+def result_spark_schema() -> Any:
+    """The ``applyInPandas`` output schema (every column nullable: each kind fills only its own)."""
+    from pyspark.sql import types as T
+
+    return T.StructType([T.StructField(name, spark_type(hint), True) for name, hint in result_fields()])
+
+
+def to_result_records(kind: str, rows: list[Any]) -> list[dict[str, Any]]:
+    """Row dataclasses as result records (``kind`` plus their flattened columns)."""
+    return [{"kind": kind, **flatten(row)} for row in rows]

@@ -8,10 +8,26 @@ the raster core never sees pandas or Spark.
 from __future__ import annotations
 
 import datetime as dt
+import traceback
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
-from evi_udf.schema import GroupKey, SceneRef
+from evi_udf.config import JobConfig
+from evi_udf.errors import EviError
+from evi_udf.process import parameter_hash, process_group
+from evi_udf.schema import (
+    FailureRow,
+    GroupKey,
+    SceneRef,
+    result_fields,
+    to_result_records,
+)
+
+# Failures that are not the pipeline's own errors are bugs or environment faults; the message keeps
+# the innermost frames so that a failure row is enough to find the line.
+TRACEBACK_FRAMES = 3
 
 
 def _as_datetime(value: object) -> dt.datetime:
@@ -56,3 +72,73 @@ def group_key_from_pandas(group: pd.DataFrame) -> GroupKey:
         raise ValueError(f"a group must hold one tile and period, got {len(keys)}: {keys.to_dict('records')}")
     row = keys.iloc[0]
     return GroupKey(str(row.mgrs_tile), str(row.period), _as_date(row.period_start), _as_date(row.period_end))
+
+
+def result_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Result records as a pandas frame with every result column, typed for Arrow.
+
+    Integers use pandas' nullable ``Int64`` (each kind leaves the others' columns empty) and times are
+    tz-naive UTC, as Spark's session time zone (UTC) expects.
+    """
+    columns = {}
+    for name, hint in result_fields():
+        values = [record.get(name) for record in records]
+        if hint is int:
+            columns[name] = pd.array(values, dtype="Int64")
+        elif hint is float:
+            columns[name] = pd.array([float("nan") if v is None else v for v in values], dtype="float64")
+        elif hint is dt.datetime:
+            stamps = [None if v is None else pd.Timestamp(v) for v in values]
+            naive = [
+                s.tz_convert("UTC").tz_localize(None) if s is not None and s.tzinfo else s for s in stamps
+            ]
+            columns[name] = pd.to_datetime(naive)
+        else:
+            columns[name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(columns)
+
+
+def make_group_function(config: JobConfig, run_id: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The function ``groupBy(...).applyInPandas`` calls for each (tile, period) group.
+
+    The closure captures only the frozen config (picklable); files and clients are opened inside.
+    This is the one place where any exception is caught: it becomes a failure row for the group, so
+    one broken group never fails the Spark job.
+    """
+
+    def process(group: pd.DataFrame) -> pd.DataFrame:
+        try:
+            key = group_key_from_pandas(group)
+            result = process_group(key, scene_refs_from_pandas(group), config)
+            records = to_result_records("scene", result.scenes) + to_result_records(
+                "failure", result.failures
+            )
+            if result.composite is not None:
+                records = to_result_records("composite", [result.composite]) + records
+        except Exception as exc:  # the UDF edge: every failure becomes a row
+            records = to_result_records("failure", [_group_failure(group, exc, config)])
+        for record in records:
+            record["run_id"] = run_id
+        return result_frame(records)
+
+    return process
+
+
+def _group_failure(group: pd.DataFrame, exc: Exception, config: JobConfig) -> FailureRow:
+    tiles = sorted(set(map(str, group.get("mgrs_tile", pd.Series(dtype=object)))))
+    periods = sorted(set(map(str, group.get("period", pd.Series(dtype=object)))))
+    if isinstance(exc, EviError):
+        stage, message = exc.stage, str(exc)
+    else:
+        frames = traceback.format_exception(exc)[-TRACEBACK_FRAMES - 1 :]
+        stage, message = "udf", "".join(frames).strip()
+    return FailureRow(
+        mgrs_tile=",".join(tiles),
+        period=",".join(periods),
+        granule_id=None,
+        product_id=None,
+        stage=stage,
+        error_class=type(exc).__name__,
+        message=message,
+        parameter_hash=parameter_hash(config.raster),
+    )
