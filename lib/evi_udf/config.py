@@ -173,12 +173,31 @@ class OutputConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How a run behaves as a whole."""
+
+    # Reprocess groups whose composite already exists for the same parameters (else they are skipped).
+    overwrite: bool = False
+    # The run fails (non-zero exit) when more than this share of the groups it processed failed.
+    max_failed_group_share: float = 0.5
+    # Width in pixels of the run's quick-look mosaic of all composites (0: none).
+    mosaic_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_failed_group_share <= 1.0:
+            _fail("max_failed_group_share", f"must be between 0 and 1, got {self.max_failed_group_share}")
+        if self.mosaic_size < 0:
+            _fail("mosaic_size", f"must be 0 or more, got {self.mosaic_size}")
+
+
+@dataclasses.dataclass(frozen=True)
 class JobConfig:
     """The whole job's configuration."""
 
     catalog: CatalogConfig
     raster: RasterConfig = RasterConfig()
     output: OutputConfig = OutputConfig()
+    run: RunConfig = RunConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (dates as ISO strings), e.g. for a run report or a parameter hash."""

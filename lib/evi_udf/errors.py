@@ -56,3 +56,9 @@ class RasterWriteError(EviError):
     """An output raster could not be written. The message names the destination."""
 
     stage = "write"
+
+
+class SinkError(EviError):
+    """The result tables could not be written. The message names the table or location."""
+
+    stage = "sink"

@@ -332,6 +332,31 @@ def _encode_final(
         dst.set_band_description(2, "clear_observations")
 
 
+def evi_to_rgba(evi: np.ndarray) -> np.ndarray:
+    """Colour-map EVI (NaN = no data) to an RGBA uint8 image of shape (4, rows, cols)."""
+    values = np.clip(evi, QUICKLOOK_STOPS[0], QUICKLOOK_STOPS[-1])
+    rgb = np.stack([np.interp(values, QUICKLOOK_STOPS, QUICKLOOK_COLOURS[:, c]) for c in range(3)])
+    alpha = np.where(np.isfinite(values), 255, 0)
+    return np.nan_to_num(np.concatenate([rgb, alpha[None]]), nan=0).astype(np.uint8)
+
+
+def write_png(image: np.ndarray, destination: Path) -> None:
+    """Write an RGBA image (4, rows, cols) as PNG."""
+    # A picture, not a georeferenced raster: the PNG carries no transform on purpose.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(
+            destination,
+            "w",
+            driver="PNG",
+            width=image.shape[2],
+            height=image.shape[1],
+            count=4,
+            dtype="uint8",
+        ) as png:
+            png.write(image)
+
+
 def _quicklook(cog: Path, destination: Path, size: int) -> None:
     """A small colour-mapped PNG of the composite (transparent where there is no EVI)."""
     with rasterio.open(cog) as dataset:
@@ -339,17 +364,7 @@ def _quicklook(cog: Path, destination: Path, size: int) -> None:
         shape = (max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
         evi = dataset.read(1, out_shape=shape, resampling=Resampling.nearest, masked=True).astype(np.float32)
         evi = evi * np.float32(dataset.scales[0]) + np.float32(dataset.offsets[0])
-    values = np.clip(evi.filled(np.nan), QUICKLOOK_STOPS[0], QUICKLOOK_STOPS[-1])
-    rgb = np.stack([np.interp(values, QUICKLOOK_STOPS, QUICKLOOK_COLOURS[:, c]) for c in range(3)])
-    alpha = np.where(np.isfinite(values), 255, 0)
-    image = np.nan_to_num(np.concatenate([rgb, alpha[None]]), nan=0).astype(np.uint8)
-    # A picture, not a georeferenced raster: the PNG carries no transform on purpose.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(
-            destination, "w", driver="PNG", width=shape[1], height=shape[0], count=4, dtype="uint8"
-        ) as png:
-            png.write(image)
+    write_png(evi_to_rgba(evi.filled(np.nan)), destination)
 
 
 def _footprint_wkt(grid: PixelGrid) -> str:

@@ -143,6 +143,12 @@ TABLE_NAMES: dict[str, str] = {
 }
 # What identifies a row across reruns: a rerun of a group replaces exactly the rows with its key.
 GROUP_KEY_COLUMNS: tuple[str, ...] = ("mgrs_tile", "period", "parameter_hash")
+# Within a table, rows with the same natural key are the same fact: the newer replaces the older.
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "evi_composites": ("mgrs_tile", "period", "parameter_hash"),
+    "evi_scenes": ("product_id", "period", "parameter_hash"),
+    "evi_failures": ("mgrs_tile", "period", "granule_id", "product_id", "stage", "parameter_hash"),
+}
 
 
 def _flat_fields(cls: type) -> list[tuple[str, Any, bool]]:

@@ -35,13 +35,16 @@ def build_session(
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
-    settings = dict(BASE_SPARK_CONF)
     if master:
         builder = builder.master(master)
-        if master.startswith("local"):
-            # One machine: 200 shuffle partitions (the default, sized for clusters) only add task overhead.
-            settings["spark.sql.shuffle.partitions"] = "8"
-    settings.update(conf or {})
-    for key, value in settings.items():
+    for key, value in {**BASE_SPARK_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    explicit = "spark.sql.shuffle.partitions" in (conf or {}) or session.sparkContext.getConf().contains(
+        "spark.sql.shuffle.partitions"
+    )
+    if session.sparkContext.master.startswith("local") and not explicit:
+        # One machine: 200 shuffle partitions (the default, sized for clusters) only add task overhead.
+        session.conf.set("spark.sql.shuffle.partitions", "8")
+    return session
