@@ -35,14 +35,16 @@ GDAL_ENV: dict[str, Any] = {
     "GDAL_NUM_THREADS": "ALL_CPUS",
     # Blocks are aligned with the 1024 x 1024 JPEG2000 tiles, so a decoded tile is needed once, except
     # SCL (20 m), whose tiles span two block rows: the cache must hold one row of them per scene
-    # (~1 MB each). 512 MB cost 700 MB of peak RSS on a full tile for no speed (BENCHMARKS.md).
+    # (~1 MB each). 512 MB raised peak RSS by ~700 MB at resolution factor 2 (BENCHMARKS.md).
     "GDAL_CACHEMAX": 128,
     # Transient HTTP errors (429, 5xx) from GCS are retried instead of failing a scene.
     "GDAL_HTTP_MAX_RETRY": 5,
     "GDAL_HTTP_RETRY_DELAY": 1,
-    # Remote reads are cached in memory so neighbouring small range requests are not repeated.
+    # Remote reads are cached in memory so neighbouring small range requests are not repeated. The size
+    # is per open file: a group keeps 4 files per scene open, so 64 MB cost ~770 MB of RSS on a full
+    # tile with 3 scenes (BENCHMARKS.md); 4 MB still holds a whole 1024 x 1024 JP2 tile's code-blocks.
     "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": 64 * 1024 * 1024,
+    "VSI_CACHE_SIZE": 4 * 1024 * 1024,
     # Only these extensions are probed when opening; avoids requests for .aux.xml, .ovr, .msk sidecars.
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".jp2,.tif,.tiff,.xml,.gml",
     # Overview tiles the same size as the COG's full-resolution tiles (512), as readers expect.
