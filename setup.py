@@ -25,6 +25,8 @@ DEV_REQUIREMENTS = [
     "ruff>=0.6",
     "rio-cogeo>=5,<8",
     "duckdb>=1.1,<3",
+    # The GCS emulator the storage tests start on loopback (no cloud account needed).
+    "gcp-storage-emulator>=2024.8",
 ]
 
 setup(

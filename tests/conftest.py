@@ -29,3 +29,54 @@ def spark() -> Iterator[object]:
     )
     yield session
     session.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """A GCS emulator (gcp-storage-emulator, in memory) on a free loopback port for the whole run.
+
+    Sets ``STORAGE_EMULATOR_HOST`` so that google-cloud-storage clients use it with anonymous
+    credentials. The emulator does not enforce generation preconditions (real GCS does).
+    """
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    port = _free_port()
+    executable = Path(sys.executable).parent / "gcp-storage-emulator"
+    process = subprocess.Popen(
+        [str(executable), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/storage/v1/b?project=test", timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    f"GCS emulator did not start: {process.stderr.read().decode()[-2000:]}"
+                ) from None
+            time.sleep(0.2)
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    yield url
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    process.terminate()
+    process.wait(timeout=10)

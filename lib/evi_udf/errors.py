@@ -62,3 +62,9 @@ class SinkError(EviError):
     """The result tables could not be written. The message names the table or location."""
 
     stage = "sink"
+
+
+class StorageError(EviError):
+    """A file or object could not be read, downloaded or published. The message names the URI."""
+
+    stage = "storage"
