@@ -173,6 +173,16 @@ class OutputConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StorageConfig:
+    """How ``gs://`` is reached: Application Default Credentials, except for public buckets."""
+
+    # Read without credentials (public data); everything else uses ADC.
+    anonymous_buckets: tuple[str, ...] = ("gcp-public-data-sentinel-2",)
+    # Billing/quota project of the storage client; null lets ADC decide.
+    project: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """How a run behaves as a whole."""
 
@@ -198,6 +208,7 @@ class JobConfig:
     raster: RasterConfig = RasterConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+    storage: StorageConfig = StorageConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (dates as ISO strings), e.g. for a run report or a parameter hash."""

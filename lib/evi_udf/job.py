@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,6 @@ from rasterio.warp import transform_bounds
 
 from evi_udf.catalog import select_scenes
 from evi_udf.config import JobConfig
-from evi_udf.errors import SinkError
 from evi_udf.process import composite_uri, evi_to_rgba, parameter_hash, write_png
 from evi_udf.schema import (
     TABLE_NAMES,
@@ -38,6 +38,7 @@ from evi_udf.schema import (
     table_columns,
     to_result_records,
 )
+from evi_udf.storage import Storage
 from evi_udf.udf import make_group_function, result_frame
 
 if TYPE_CHECKING:
@@ -107,12 +108,6 @@ def _group_keys(scenes: DataFrame) -> list[tuple[GroupKey, int]]:
         .collect()
     )
     return [(GroupKey(r.mgrs_tile, r.period, r.period_start, r.period_end), r.scenes) for r in rows]
-
-
-def _exists(uri: str) -> bool:
-    if uri.startswith("gs://"):
-        raise SinkError(f"{uri}: checking gs:// outputs needs the storage layer (not available yet)")
-    return Path(uri).exists()
 
 
 def bucket_ids(spark: SparkSession, partitions: int) -> list[int]:
@@ -207,13 +202,13 @@ def split_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     }
 
 
-def write_mosaic(cog_uris: Sequence[str], destination: Path, width: int) -> Path | None:
-    """A colour-mapped PNG of all composites on one geographic canvas ``width`` pixels wide."""
-    if not cog_uris or width <= 0:
+def write_mosaic(cogs: Sequence[Path], destination: Path, width: int) -> Path | None:
+    """A colour-mapped PNG of the given composites on one geographic canvas ``width`` pixels wide."""
+    if not cogs or width <= 0:
         return None
     bounds = []
-    for uri in cog_uris:
-        with rasterio.open(uri) as dataset:
+    for cog in cogs:
+        with rasterio.open(cog) as dataset:
             bounds.append(transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds, densify_pts=21))
     west, south = min(b[0] for b in bounds), min(b[1] for b in bounds)
     east, north = max(b[2] for b in bounds), max(b[3] for b in bounds)
@@ -221,9 +216,9 @@ def write_mosaic(cog_uris: Sequence[str], destination: Path, width: int) -> Path
     height = max(1, round((north - south) / step))
     transform = rasterio.Affine(step, 0, west, 0, -step, north)
     canvas = np.full((height, width), np.nan, dtype=np.float32)
-    for uri in cog_uris:
+    for cog in cogs:
         with (
-            rasterio.open(uri) as dataset,
+            rasterio.open(cog) as dataset,
             WarpedVRT(
                 dataset,
                 crs="EPSG:4326",
@@ -258,13 +253,14 @@ def run(
     """
     started = clock()
     started_clock = time.perf_counter()
+    store = Storage(config.storage.anonymous_buckets, config.storage.project)
     run_id = new_run_id(started)
     selection = select_scenes(spark, config.catalog)
     planned = _group_keys(selection.scenes)
     params = parameter_hash(config.raster)
     todo, skipped = [], []
     for key, _count in planned:
-        done = not config.run.overwrite and _exists(composite_uri(key, config))
+        done = not config.run.overwrite and store.exists(composite_uri(key, config))
         (skipped if done else todo).append(key)
     log(f"run {run_id}: {len(planned)} groups planned, {len(skipped)} already done, {len(todo)} to process")
     results = _process(spark, selection.scenes, todo, config, run_id)
@@ -285,15 +281,22 @@ def run(
     ]
     root = config.output.root.rstrip("/")
     mosaics = {}
-    for period in sorted({key.period for key, _ in planned}):
-        cogs = [
-            uri for key, _ in planned if key.period == period and _exists(uri := composite_uri(key, config))
-        ]
-        path = write_mosaic(
-            cogs, Path(root) / "runs" / f"{run_id}_mosaic_{period}.png", config.run.mosaic_size
-        )
-        if path:
-            mosaics[period] = str(path)
+    with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
+        local = Path(scratch)
+        for period in sorted({key.period for key, _ in planned}):
+            uris = [
+                u
+                for key, _ in planned
+                if key.period == period and store.exists(u := composite_uri(key, config))
+            ]
+            picture = write_mosaic(
+                [store.fetch(u, local / "cogs") for u in uris],
+                local / f"{period}.png",
+                config.run.mosaic_size,
+            )
+            if picture:
+                mosaics[period] = f"{root}/runs/{run_id}_mosaic_{period}.png"
+                store.publish(picture, mosaics[period], overwrite=True)
     failed_share = failed_groups / len(todo) if todo else 0.0
     report = RunReport(
         run_id=run_id,
@@ -315,8 +318,9 @@ def run(
         mosaics=mosaics,
         composites=[uri for uri in composites["raster_uri"]],
     )
-    report_path = Path(report.report_uri)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(dataclasses.asdict(report), indent=2))
+    with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
+        report_file = Path(scratch) / "report.json"
+        report_file.write_text(json.dumps(dataclasses.asdict(report), indent=2))
+        store.publish(report_file, report.report_uri, overwrite=True)
     log(report.summary())
     return report

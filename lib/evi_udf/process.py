@@ -20,8 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,7 +38,7 @@ from rasterio.windows import transform as window_transform
 import evi_udf
 from evi_udf.compositing import get_compositor
 from evi_udf.config import JobConfig, RasterConfig
-from evi_udf.errors import EviError, MetadataError, RasterWriteError
+from evi_udf.errors import EviError, MetadataError
 from evi_udf.evi import EviRules, compute_evi
 from evi_udf.grid import PixelGrid, SharedGrid, block_windows
 from evi_udf.metadata import ProductMetadata, parse_cloud_mask_gml, parse_product_metadata
@@ -64,6 +62,7 @@ from evi_udf.schema import (
     SceneRow,
 )
 from evi_udf.stats import QUANTIZATION, EviAccumulator, EviSummary
+from evi_udf.storage import Storage
 
 EVI_BANDS = ("B02", "B04", "B08")
 INT16_NODATA = -32768
@@ -116,14 +115,14 @@ def parameter_hash(config: RasterConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _prepare_scene(ref: SceneRef, config: RasterConfig, read: Callable[[str], bytes]) -> _PreparedScene:
+def _prepare_scene(ref: SceneRef, config: RasterConfig, store: Storage, inputs: Path) -> _PreparedScene:
+    """Read a scene's metadata and make its band and mask files local (downloaded when remote)."""
     metadata_uri = join_uri(ref.base_url, f"MTD_MSI{ref.level}.xml")
-    metadata = parse_product_metadata(read(metadata_uri), metadata_uri)
+    metadata = parse_product_metadata(store.read_bytes(metadata_uri), metadata_uri)
     if metadata.level != ref.level:
         raise MetadataError(
             f"{metadata_uri}: is a {metadata.level} product but the index row says {ref.level}"
         )
-    band_uris = {band: join_uri(ref.base_url, metadata.band_file(band)) for band in EVI_BANDS}
     for band in EVI_BANDS:
         metadata.offset(band)  # a product with offsets for some bands only is unusable
     granule_dir = metadata.band_file("B02").split("/IMG_DATA/")[0]
@@ -134,13 +133,17 @@ def _prepare_scene(ref: SceneRef, config: RasterConfig, read: Callable[[str], by
         mask_kind, mask_uri = "classi", join_uri(ref.base_url, f"{granule_dir}/QI_DATA/MSK_CLASSI_B00.jp2")
     else:
         mask_kind, mask_uri = "gml", join_uri(ref.base_url, f"{granule_dir}/QI_DATA/MSK_CLOUDS_B00.gml")
-        polygons = parse_cloud_mask_gml(read(mask_uri), mask_uri)
+        polygons = parse_cloud_mask_gml(store.read_bytes(mask_uri), mask_uri)
+    band_paths = {
+        band: str(store.fetch(join_uri(ref.base_url, metadata.band_file(band)), inputs)) for band in EVI_BANDS
+    }
+    mask_path = str(store.fetch(mask_uri, inputs)) if mask_kind != "gml" else mask_uri
     return _PreparedScene(
         ref,
         metadata,
-        band_uris,
+        band_paths,
         mask_kind,
-        mask_uri,
+        mask_path,
         polygons,
         EviAccumulator(config.evi_valid_min, config.evi_valid_max, config.histogram_bins),
     )
@@ -454,19 +457,6 @@ def _stac_item(
     return item
 
 
-def _publish(local: Path, destination: str) -> None:
-    """Make a finished file visible under its final name in one step."""
-    if destination.startswith("gs://"):
-        raise RasterWriteError(
-            f"{destination}: publishing to gs:// needs the storage layer (not available yet)"
-        )
-    target = Path(destination)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(local, staging)
-    os.replace(staging, target)
-
-
 def output_prefix(root: str, grid_name: str, key: GroupKey) -> str:
     """Where a group's files go: ``<root>/evi/<grid>/<period>/<tile>/``."""
     return f"{root.rstrip('/')}/evi/{grid_name}/{key.period}/{key.mgrs_tile}"
@@ -476,7 +466,7 @@ def process_group(
     key: GroupKey,
     scenes: Sequence[SceneRef],
     config: JobConfig,
-    read: Callable[[str], bytes] | None = None,
+    storage: Storage | None = None,
     now: Callable[[], dt.datetime] | None = None,
 ) -> GroupResult:
     """Make the EVI composite of one tile and period and every row describing it.
@@ -490,8 +480,10 @@ def process_group(
     config
         The job configuration; ``config.raster`` drives the pixels and ``config.output.root`` says where
         the COG, STAC item and quick-look go.
-    read
-        Reads small files (metadata XML, GML masks); defaults to local files.
+    storage
+        Reads inputs and publishes outputs (local or ``gs://``); by default built from
+        ``config.storage``. Remote bands are downloaded into a temporary folder for the group's
+        lifetime, so the executor needs disk for all the group's bands at once.
 
     Returns
     -------
@@ -501,7 +493,7 @@ def process_group(
     """
     raster = config.raster
     params = parameter_hash(raster)
-    reader = read or (lambda uri: Path(uri).read_bytes())
+    store = storage or Storage(config.storage.anonymous_buckets, config.storage.project)
     clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
     failures: list[FailureRow] = []
 
@@ -519,11 +511,11 @@ def process_group(
             )
         )
 
-    with rasterio.Env(**GDAL_ENV):
+    with rasterio.Env(**GDAL_ENV), tempfile.TemporaryDirectory(prefix=f"evi_{key.mgrs_tile}_") as workdir:
         prepared: list[_PreparedScene] = []
         for ref in scenes:
             try:
-                prepared.append(_prepare_scene(ref, raster, _reading(reader)))
+                prepared.append(_prepare_scene(ref, raster, store, Path(workdir) / "inputs"))
             except EviError as exc:
                 fail(exc, ref)
         ordered = _order(prepared, get_compositor(raster.compositor).scene_order)
@@ -536,43 +528,36 @@ def process_group(
         if native is None:
             fail(EviError(f"no usable scene among {len(scenes)} for {key.mgrs_tile} {key.period}"), None)
             return GroupResult(None, [], failures)
-        with tempfile.TemporaryDirectory(prefix=f"evi_{key.mgrs_tile}_") as workdir:
-            while True:
-                for scene in ordered:
-                    scene.accumulator = EviAccumulator(
-                        raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins
-                    )
-                try:
-                    with scratch_raster(native, 3, "float32", float("nan"), workdir) as (
+        while True:
+            for scene in ordered:
+                scene.accumulator = EviAccumulator(
+                    raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins
+                )
+            try:
+                with scratch_raster(native, 3, "float32", float("nan"), workdir) as (native_path, scratch):
+                    _composite_native(ordered, native, raster, scratch)
+                    scratch.close()
+                    return _finish(
+                        key,
+                        ordered,
+                        native,
                         native_path,
-                        scratch,
-                    ):
-                        _composite_native(ordered, native, raster, scratch)
-                        scratch.close()
-                        return _finish(
-                            key, ordered, native, native_path, Path(workdir), config, params, failures, clock
-                        )
-                except _SceneFailed as failed:
-                    fail(failed.error, failed.scene.ref)
-                    ordered = [s for s in ordered if s is not failed.scene]
-                    if not ordered:
-                        fail(EviError(f"every scene of {key.mgrs_tile} {key.period} failed"), None)
-                        return GroupResult(None, [], failures)
-                except EviError as exc:
-                    fail(exc, None)
+                        Path(workdir),
+                        config,
+                        params,
+                        failures,
+                        clock,
+                        store,
+                    )
+            except _SceneFailed as failed:
+                fail(failed.error, failed.scene.ref)
+                ordered = [s for s in ordered if s is not failed.scene]
+                if not ordered:
+                    fail(EviError(f"every scene of {key.mgrs_tile} {key.period} failed"), None)
                     return GroupResult(None, [], failures)
-
-
-def _reading(reader: Callable[[str], bytes]) -> Callable[[str], bytes]:
-    def read(uri: str) -> bytes:
-        try:
-            return reader(uri)
-        except FileNotFoundError as exc:
-            raise MetadataError(f"{uri}: file not found") from exc
-        except OSError as exc:
-            raise MetadataError(f"{uri}: cannot read ({exc})") from exc
-
-    return read
+            except EviError as exc:
+                fail(exc, None)
+                return GroupResult(None, [], failures)
 
 
 def _finish(
@@ -585,6 +570,7 @@ def _finish(
     params: str,
     failures: list[FailureRow],
     clock: Callable[[], dt.datetime],
+    store: Storage,
 ) -> GroupResult:
     raster = config.raster
     grid = _output_grid(native, raster)
@@ -618,7 +604,8 @@ def _finish(
     stac_path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False), indent=2))
     # The COG last: its presence means the group is complete.
     for path in (quicklook, stac_path, cog):
-        _publish(path, f"{prefix}/{path.name}")
+        # The job chose to (re)make this group; the generation precondition still stops two writers.
+        store.publish(path, f"{prefix}/{path.name}", overwrite=True)
     composite = CompositeRow(
         mgrs_tile=key.mgrs_tile,
         utm_zone=int(key.mgrs_tile[:2]),
