@@ -105,3 +105,30 @@ def test_a_missing_object_fails_its_scene_only(archives, tmp_path: Path) -> None
     ]
     assert f"gs://{archives['source']}/{b08.name}: object not found" in result.failures[0].message
     assert result.composite is not None and result.composite.scene_count == len(refs) - 1
+
+
+@pytest.mark.integration
+def test_a_gs_index_is_read_in_a_local_session_without_the_gcs_connector(spark, archives) -> None:
+    from evi_udf.catalog import select_scenes
+    from evi_udf.config import CatalogConfig
+
+    index_uri = f"gs://{archives['source']}/L2/index.csv.gz"
+    from_gcs = select_scenes(spark, CatalogConfig(index_uri=index_uri, period="month")).scenes.toPandas()
+    local_index = str(archives["remote"] / "L2" / "index.csv.gz")
+    expected, _ = select_scenes_pandas(read_index_pandas(local_index), CatalogConfig(index_uri=local_index))
+    assert sorted(from_gcs.product_id) == sorted(expected.product_id)
+    # 3 dates; the 05.10 duplicate replaces its original and the third date's FAILED flag filters it.
+    assert len(from_gcs) == 2
+
+
+@pytest.mark.integration
+def test_a_missing_gs_index_fails_with_its_uri(spark, archives) -> None:
+    from evi_udf.catalog import select_scenes
+    from evi_udf.config import CatalogConfig
+    from evi_udf.errors import CatalogError
+
+    uri = f"gs://{archives['source']}/nope/index.csv.gz"
+    with pytest.raises(
+        CatalogError, match=f"cannot read the Sentinel-2 index {uri}: {uri}: object not found"
+    ):
+        select_scenes(spark, CatalogConfig(index_uri=uri))

@@ -28,6 +28,7 @@ import functools
 import gzip
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
 
-from evi_udf.config import MGRS_TILE_PATTERN, CatalogConfig
+from evi_udf.config import MGRS_TILE_PATTERN, CatalogConfig, StorageConfig
 from evi_udf.errors import CatalogError, EviError, IndexSchemaError
 
 if TYPE_CHECKING:
@@ -247,6 +248,7 @@ def read_index(spark: SparkSession, uri: str) -> DataFrame:
     """
     from pyspark.errors import AnalysisException
 
+    uri = _spark_readable(spark, uri)
     try:
         if _is_parquet_uri(uri):
             return spark.read.schema(_PARQUET_SCHEMA).parquet(uri)
@@ -264,6 +266,47 @@ def read_index(spark: SparkSession, uri: str) -> DataFrame:
     except AnalysisException as exc:
         message = str(exc).splitlines()[0]
         raise CatalogError(f"cannot read the Sentinel-2 index {uri}: {message}") from exc
+
+
+def _spark_has_gcs(spark: SparkSession) -> bool:
+    from py4j.protocol import Py4JJavaError
+
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    try:
+        spark.sparkContext._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("gs", hadoop)  # type: ignore[union-attr]
+    except Py4JJavaError:
+        return False
+    return True
+
+
+def _spark_readable(spark: SparkSession, uri: str) -> str:
+    """``uri`` itself where Spark can read it; a local copy of a ``gs://`` CSV index in local mode.
+
+    Dataproc ships the GCS connector, so Spark reads ``gs://`` directly there. A local session has no
+    connector (it comes from Maven), so the driver downloads the index through the storage layer
+    (Application Default Credentials, or the emulator) and Spark reads the copy, which every local
+    executor can see.
+    """
+    from evi_udf.storage import Storage, is_gs
+
+    if not is_gs(uri) or _spark_has_gcs(spark):
+        return uri
+    if not spark.sparkContext.master.startswith("local"):
+        raise CatalogError(
+            f"cannot read the Sentinel-2 index {uri}: this Spark has no gs:// connector "
+            "(Dataproc has one built in; elsewhere add gcs-connector to the classpath)"
+        )
+    if _is_parquet_uri(uri):
+        raise CatalogError(
+            f"cannot read the Parquet index cache {uri} in a local session without the gs:// connector; "
+            "use the CSV index or a local copy of the cache"
+        )
+    directory = Path(tempfile.mkdtemp(prefix="evi_index_"))
+    store = Storage(anonymous_buckets=StorageConfig().anonymous_buckets)
+    try:
+        return str(store.fetch(uri, directory))
+    except EviError as exc:
+        raise CatalogError(f"cannot read the Sentinel-2 index {uri}: {exc}") from exc
 
 
 def read_index_pandas(path: str | Path) -> pd.DataFrame:
