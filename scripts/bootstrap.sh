@@ -49,3 +49,23 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
   echo "$wanted" > "$stamp"
 fi
+
+# The BigQuery emulator lives in its own venv: its pins (grpcio-tools, DuckDB 1.5.5) clash with the
+# project's. DuckDB would download the spatial extension at start-up, which this network forbids, so
+# the copy shipped on PyPI is placed where DuckDB looks for it (HOME is set to this folder when the
+# tests start the emulator).
+EMULATORS=.venv-emulators
+emulator_stamp="$EMULATORS/.installed"
+emulator_wanted=$(sha256sum constraints-emulators.txt | cut -d' ' -f1)
+if [ ! -f "$emulator_stamp" ] || [ "$(cat "$emulator_stamp")" != "$emulator_wanted" ]; then
+  echo "bootstrap: installing the BigQuery emulator into $EMULATORS"
+  rm -rf "$EMULATORS"
+  "$PYTHON" -m venv "$EMULATORS"
+  "$EMULATORS/bin/python" -m pip install -q --upgrade pip
+  "$EMULATORS/bin/python" -m pip install -q -r constraints-emulators.txt
+  extension=$(find "$EMULATORS" -name spatial.duckdb_extension | head -n 1)
+  home="$EMULATORS/duckdb-home/.duckdb/extensions/v1.5.5/linux_amd64"
+  mkdir -p "$home"
+  cp "$extension" "$home/"
+  echo "$emulator_wanted" > "$emulator_stamp"
+fi

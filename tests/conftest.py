@@ -80,3 +80,63 @@ def gcs_emulator() -> Iterator[str]:
         os.environ["STORAGE_EMULATOR_HOST"] = previous
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator() -> Iterator[object]:
+    """A BigQuery emulator (bqemulator, DuckDB behind the REST API) on free loopback ports.
+
+    Yields a ``google.cloud.bigquery.Client`` pointed at it with anonymous credentials. The emulator
+    runs from ``.venv-emulators`` (installed by scripts/bootstrap.sh) with HOME set to the folder
+    holding DuckDB's offline spatial extension.
+    """
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    emulators = Path(__file__).resolve().parents[1] / ".venv-emulators"
+    executable = emulators / "bin" / "bqemulator"
+    if not executable.exists():
+        raise RuntimeError(f"{executable} is missing: run scripts/bootstrap.sh (make test does)")
+    rest, grpc = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [
+            str(executable),
+            "start",
+            "--rest-port",
+            str(rest),
+            "--grpc-port",
+            str(grpc),
+            "--project",
+            "evi-test",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HOME": str(emulators / "duckdb-home")},
+    )
+    url = f"http://127.0.0.1:{rest}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/bigquery/v2/projects/evi-test/datasets", timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    f"BigQuery emulator did not start: {process.stderr.read().decode()[-2000:]}"
+                ) from None
+            time.sleep(0.3)
+    client = bigquery.Client(
+        project="evi-test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=url)
+    )
+    yield client
+    process.terminate()
+    process.wait(timeout=10)

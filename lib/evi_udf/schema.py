@@ -220,3 +220,28 @@ def result_spark_schema() -> Any:
 def to_result_records(kind: str, rows: list[Any]) -> list[dict[str, Any]]:
     """Row dataclasses as result records (``kind`` plus their flattened columns)."""
     return [{"kind": kind, **flatten(row)} for row in rows]
+
+
+def bigquery_type(hint: Any) -> tuple[str, str]:
+    """(BigQuery type, mode) of a row field's Python type; lists become REPEATED."""
+    simple = {
+        str: "STRING",
+        int: "INT64",
+        float: "FLOAT64",
+        bool: "BOOL",
+        dt.date: "DATE",
+        dt.datetime: "TIMESTAMP",
+    }
+    if hint in simple:
+        return simple[hint], "NULLABLE"
+    if typing.get_origin(hint) is list:
+        (inner,) = typing.get_args(hint)
+        return simple[inner], "REPEATED"
+    raise TypeError(f"no BigQuery type for {hint!r}")
+
+
+def table_fields(kind: str) -> list[tuple[str, str, str]]:
+    """(name, BigQuery type, mode) of one result table's columns, ``run_id`` first."""
+    fields = [("run_id", "STRING", "NULLABLE")]
+    fields += [(name, *bigquery_type(hint)) for name, hint, _ in _flat_fields(ROW_TYPES[kind])]
+    return fields
