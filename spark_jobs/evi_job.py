@@ -25,13 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     from evi_udf.config import load_config
     from evi_udf.errors import EviError
     from evi_udf.job import run
-    from evi_udf.sinks.parquet import ParquetSink
+    from evi_udf.sinks import sink_for
     from evi_udf.spark_session import build_session
 
     overrides = [*args.set, *(["run.overwrite=true"] if args.overwrite else [])]
     try:
         config = load_config(args.config, overrides)
-        sink = ParquetSink(config.output.root)
+        sink = sink_for(config)
     except EviError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -83,21 +83,16 @@ def gcs_emulator() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def bigquery_emulator() -> Iterator[object]:
-    """A BigQuery emulator (bqemulator, DuckDB behind the REST API) on free loopback ports.
+def bigquery_emulator_url() -> Iterator[str]:
+    """A BigQuery emulator (bqemulator, DuckDB behind the REST API) on free loopback ports; its URL.
 
-    Yields a ``google.cloud.bigquery.Client`` pointed at it with anonymous credentials. The emulator
-    runs from ``.venv-emulators`` (installed by scripts/bootstrap.sh) with HOME set to the folder
-    holding DuckDB's offline spatial extension.
+    The emulator runs from ``.venv-emulators`` (installed by scripts/bootstrap.sh) with HOME set to
+    the folder holding DuckDB's offline spatial extension. Its default project is ``evi-test``.
     """
     import subprocess
     import time
     import urllib.request
     from pathlib import Path
-
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
 
     emulators = Path(__file__).resolve().parents[1] / ".venv-emulators"
     executable = emulators / "bin" / "bqemulator"
@@ -134,9 +129,20 @@ def bigquery_emulator() -> Iterator[object]:
                     f"BigQuery emulator did not start: {process.stderr.read().decode()[-2000:]}"
                 ) from None
             time.sleep(0.3)
-    client = bigquery.Client(
-        project="evi-test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=url)
-    )
-    yield client
+    yield url
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(bigquery_emulator_url: str) -> object:
+    """A real ``google.cloud.bigquery.Client`` on the emulator, with anonymous credentials."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(
+        project="evi-test",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=bigquery_emulator_url),
+    )

@@ -183,6 +183,26 @@ class StorageConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SinkConfig:
+    """Where the statistics tables go.
+
+    ``parquet``: ``<output.root>/tables/`` (local runs, queryable with DuckDB). ``bigquery``: tables
+    in ``project.dataset``, through Application Default Credentials. ``api_endpoint`` is only for
+    the BigQuery emulator (it then uses anonymous credentials); leave it null for real BigQuery.
+    """
+
+    kind: Literal["parquet", "bigquery"] = "parquet"
+    project: str | None = None
+    dataset: str = "sentinel2_evi"
+    location: str = "US"
+    api_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "bigquery" and not self.project:
+            _fail("project", "is required when kind is bigquery (the project that holds the dataset)")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """How a run behaves as a whole."""
 
@@ -209,6 +229,7 @@ class JobConfig:
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
     storage: StorageConfig = StorageConfig()
+    sink: SinkConfig = SinkConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (dates as ISO strings), e.g. for a run report or a parameter hash."""

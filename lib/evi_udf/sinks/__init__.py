@@ -1,1 +1,31 @@
-"""Statistics sinks: where the result tables go (local Parquet; BigQuery in the cloud)."""
+"""Statistics sinks: where the result tables go (local Parquet, or BigQuery in the cloud)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from evi_udf.config import JobConfig
+    from evi_udf.job import ResultSink
+
+
+def sink_for(config: JobConfig) -> ResultSink:
+    """The sink ``config.sink`` names, built without touching the network."""
+    if config.sink.kind == "parquet":
+        from evi_udf.sinks.parquet import ParquetSink
+
+        return ParquetSink(config.output.root)
+    from evi_udf.sinks.bigquery import BigQuerySink
+
+    client = None
+    if config.sink.api_endpoint:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        client = bigquery.Client(
+            project=config.sink.project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=config.sink.api_endpoint),
+        )
+    return BigQuerySink(config.sink.project or "", config.sink.dataset, config.sink.location, client=client)
