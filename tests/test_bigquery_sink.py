@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
@@ -121,3 +122,55 @@ def test_names_are_validated() -> None:
         BigQuerySink("my-project", "evi; DROP TABLE x")
     with pytest.raises(SinkError, match="project 'Bad_Project'"):
         BigQuerySink("Bad_Project", "evi")
+
+
+@pytest.mark.integration
+def test_the_example_queries_run_with_parameters(bigquery_emulator, run_tables) -> None:
+    from google.cloud import bigquery
+
+    from evi_udf.queries import load_query
+
+    dataset = f"evi_{uuid.uuid4().hex[:8]}"
+    key, params = run_tables["key"], run_tables["hash"]
+    BigQuerySink("evi-test", dataset, client=bigquery_emulator).write(
+        run_tables["tables"], {(key.mgrs_tile, key.period, params)}
+    )
+
+    def run(name: str, *parameters: object) -> list[dict]:
+        job = bigquery_emulator.query(
+            load_query(name, "evi-test", dataset),
+            job_config=bigquery.QueryJobConfig(query_parameters=list(parameters)),
+        )
+        return [dict(row) for row in job.result()]
+
+    scenes = run_tables["tables"]["evi_scenes"].sort_values("sensing_time")
+    series = run(
+        "evi_time_series",
+        bigquery.ScalarQueryParameter("tile", "STRING", "55HBU"),
+        bigquery.ScalarQueryParameter("start", "TIMESTAMP", dt.datetime(2022, 1, 1, tzinfo=dt.timezone.utc)),
+        bigquery.ScalarQueryParameter("end", "TIMESTAMP", dt.datetime(2022, 12, 31, tzinfo=dt.timezone.utc)),
+    )
+    assert [r["product_id"] for r in series] == list(scenes.product_id)
+    assert [r["evi_mean"] for r in series] == [pytest.approx(round(v, 4)) for v in scenes.evi_mean]
+
+    inside = "POLYGON((144.0 -37.4, 144.3 -37.4, 144.3 -37.6, 144.0 -37.6, 144.0 -37.4))"
+    monthly = run("monthly_mean_in_area", bigquery.ScalarQueryParameter("area_wkt", "STRING", inside))
+    for row in monthly:
+        # BigQuery's DATE_TRUNC of a DATE is a DATE; the emulator (DuckDB) returns a TIMESTAMP.
+        row["month"] = row["month"].date() if isinstance(row["month"], dt.datetime) else row["month"]
+    composite = run_tables["composite"]
+    assert monthly == [
+        {
+            "month": dt.date(2022, 1, 1),
+            "composites": 1,
+            "valid_pixels": composite.valid_pixels,
+            "evi_mean": pytest.approx(round(composite.statistics.evi_mean, 4)),
+        }
+    ]
+    far = "POLYGON((150 -30, 151 -30, 151 -31, 150 -31, 150 -30))"
+    assert run("monthly_mean_in_area", bigquery.ScalarQueryParameter("area_wkt", "STRING", far)) == []
+
+    failures = run("failed_scenes", bigquery.ScalarQueryParameter("run_id", "STRING", "run-1"))
+    assert len(failures) == len(run_tables["tables"]["evi_failures"])
+    with pytest.raises(SinkError, match="no query 'nope'"):
+        load_query("nope", "evi-test", dataset)
