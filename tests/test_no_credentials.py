@@ -20,7 +20,9 @@ PATTERNS = {
 
 
 def test_no_tracked_file_holds_a_credential() -> None:
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert "setup.py" in files  # the scan really sees the repository
     found = []
     for name in files:
