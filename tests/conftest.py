@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +43,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_server(
+    command: list[str], probe_url: str, name: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.Popen[bytes]:
+    """Start a server process and wait until ``probe_url`` answers; fail with its stderr otherwise."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(probe_url, timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"{name} did not start: {stderr[-2000:]}") from None
+            time.sleep(0.3)
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[str]:
     """A GCS emulator (gcp-storage-emulator, in memory) on a free loopback port for the whole run.
@@ -46,31 +68,14 @@ def gcs_emulator() -> Iterator[str]:
     Sets ``STORAGE_EMULATOR_HOST`` so that google-cloud-storage clients use it with anonymous
     credentials. The emulator does not enforce generation preconditions (real GCS does).
     """
-    import subprocess
-    import time
-    import urllib.request
-    from pathlib import Path
-
     port = _free_port()
     executable = Path(sys.executable).parent / "gcp-storage-emulator"
-    process = subprocess.Popen(
-        [str(executable), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/storage/v1/b?project=test", timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    f"GCS emulator did not start: {process.stderr.read().decode()[-2000:]}"
-                ) from None
-            time.sleep(0.2)
+    process = _start_server(
+        [str(executable), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        f"{url}/storage/v1/b?project=test",
+        "GCS emulator",
+    )
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = url
     yield url
@@ -89,17 +94,13 @@ def bigquery_emulator_url() -> Iterator[str]:
     The emulator runs from ``.venv-emulators`` (installed by scripts/bootstrap.sh) with HOME set to
     the folder holding DuckDB's offline spatial extension. Its default project is ``evi-test``.
     """
-    import subprocess
-    import time
-    import urllib.request
-    from pathlib import Path
-
     emulators = Path(__file__).resolve().parents[1] / ".venv-emulators"
     executable = emulators / "bin" / "bqemulator"
     if not executable.exists():
         raise RuntimeError(f"{executable} is missing: run scripts/bootstrap.sh (make test does)")
     rest, grpc = _free_port(), _free_port()
-    process = subprocess.Popen(
+    url = f"http://127.0.0.1:{rest}"
+    process = _start_server(
         [
             str(executable),
             "start",
@@ -112,23 +113,11 @@ def bigquery_emulator_url() -> Iterator[str]:
             "--log-level",
             "warning",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        f"{url}/bigquery/v2/projects/evi-test/datasets",
+        "BigQuery emulator",
         env={**os.environ, "HOME": str(emulators / "duckdb-home")},
+        timeout=60,
     )
-    url = f"http://127.0.0.1:{rest}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/bigquery/v2/projects/evi-test/datasets", timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    f"BigQuery emulator did not start: {process.stderr.read().decode()[-2000:]}"
-                ) from None
-            time.sleep(0.3)
     yield url
     process.terminate()
     process.wait(timeout=10)

@@ -8,33 +8,17 @@ hold exactly the same rows.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import rasterio
+from helpers import spark_submit
 
 from evi_udf.sample import SampleSpec, generate_archive
 from evi_udf.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def spark_submit(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [
-        str(Path(sys.executable).parent / "spark-submit"),
-        "--master",
-        "local[2]",
-        "--conf",
-        "spark.ui.enabled=false",
-        str(REPO / "spark_jobs" / "evi_job.py"),
-        "--config",
-        str(config),
-    ]
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=env)
 
 
 @pytest.mark.integration
@@ -77,13 +61,7 @@ def test_job_against_gcs_and_bigquery_emulators(
         f"  api_endpoint: {bigquery_emulator_url}\n",
         encoding="utf-8",
     )
-    env = {
-        **os.environ,
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "STORAGE_EMULATOR_HOST": gcs_emulator,
-    }
+    env = {"STORAGE_EMULATOR_HOST": gcs_emulator}
 
     def table(name: str) -> list[dict]:
         # The emulator types GEOGRAPHY results as BYTES, which the client cannot decode: read WKT.
@@ -93,7 +71,7 @@ def test_job_against_gcs_and_bigquery_emulators(
         sql = f"SELECT {columns} FROM `evi-test.{dataset}.{name}`"
         return [dict(row) for row in bigquery_emulator.query(sql).result()]
 
-    first = spark_submit(config, env)
+    first = spark_submit(config, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     composites, scenes, failures = table("evi_composites"), table("evi_scenes"), table("evi_failures")
     # 2 tiles x 2 months; 12 products - 1 FAILED flag = 11 scenes; 2 rejected index rows.
@@ -123,7 +101,7 @@ def test_job_against_gcs_and_bigquery_emulators(
     ]
     assert len(series) == 6
 
-    second = spark_submit(config, env)
+    second = spark_submit(config, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "0 to process" in second.stdout
     for name, before in (("evi_composites", composites), ("evi_scenes", scenes), ("evi_failures", failures)):

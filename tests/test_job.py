@@ -14,15 +14,13 @@ purpose by deleting its B04 file. Worked out by hand from that plan:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from helpers import spark_submit
 from rio_cogeo.cogeo import cog_validate
 
 from evi_udf.catalog import read_index_pandas, select_scenes, select_scenes_pandas
@@ -55,27 +53,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         encoding="utf-8",
     )
     return {"root": root, "archive": archive, "config": config, "broken": broken, "b04": b04}
-
-
-def spark_submit(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-    }
-    command = [
-        str(Path(sys.executable).parent / "spark-submit"),
-        "--master",
-        "local[2]",
-        "--conf",
-        "spark.ui.enabled=false",
-        str(REPO / "spark_jobs" / "evi_job.py"),
-        "--config",
-        str(config),
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=env)
 
 
 def tables(root: Path) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,36 @@
+"""Helpers shared by several test modules (importable because pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spark_submit(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the job exactly as users do: ``spark-submit spark_jobs/evi_job.py --config ...`` in local[2]."""
+    environment = {
+        **os.environ,
+        **(env or {}),
+        # Workers must run this interpreter (the venv's); loopback keeps Spark off the network.
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    command = [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(REPO / "spark_jobs" / "evi_job.py"),
+        "--config",
+        str(config),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=environment)
