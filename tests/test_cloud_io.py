@@ -132,3 +132,28 @@ def test_a_missing_gs_index_fails_with_its_uri(spark, archives) -> None:
         CatalogError, match=f"cannot read the Sentinel-2 index {uri}: {uri}: object not found"
     ):
         select_scenes(spark, CatalogConfig(index_uri=uri))
+
+
+@pytest.mark.integration
+def test_transient_gcs_errors_are_retried_and_lose_nothing(
+    archives, gcs_emulator, tmp_path: Path, monkeypatch
+) -> None:
+    import dataclasses
+
+    from faulty_proxy import faulty_proxy
+
+    config, key, refs = one_group(
+        archives["remote"] / "L2" / "index.csv.gz", f"gs://{archives['output']}/flaky"
+    )
+    clean_config = dataclasses.replace(
+        config, output=dataclasses.replace(config.output, root=str(tmp_path / "c"))
+    )
+    clean = process_group(key, refs, clean_config)
+    # Every download of a B08 object answers 503 twice before requests go through.
+    with faulty_proxy(gcs_emulator, "_B08_10m.jp2", failures=2) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", str(proxy["url"]))
+        flaky = process_group(key, refs, config)
+    assert proxy["failed"] == 2
+    assert flaky.failures == []
+    assert [r.valid_pixels for r in flaky.scenes] == [r.valid_pixels for r in clean.scenes]
+    assert flaky.composite.valid_pixels == clean.composite.valid_pixels

@@ -28,7 +28,9 @@ GS_SCHEME = "gs://"
 # Total time one operation may spend retrying 429s, 5xx and connection errors (exponential backoff).
 RETRY_DEADLINE_SECONDS = 300.0
 
-_CLIENTS: dict[tuple[bool, str | None], Any] = {}
+# One client per process and (anonymous, project, emulator endpoint): clients are costly to create
+# and safe to share; an emulator address set later (tests) gets its own client.
+_CLIENTS: dict[tuple[bool, str | None, str | None], Any] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,7 @@ class Storage:
         from google.cloud import storage
 
         anonymous = name in self.anonymous_buckets
-        key = (anonymous, self.project)
+        key = (anonymous, self.project, os.environ.get("STORAGE_EMULATOR_HOST"))
         if key not in _CLIENTS:
             _CLIENTS[key] = (
                 storage.Client.create_anonymous_client()

@@ -1,0 +1,66 @@
+"""A loopback HTTP proxy that fails chosen requests before forwarding to a real server.
+
+It stands in front of the GCS emulator to play a flaky network or an overloaded GCS: requests whose
+path contains ``fragment`` get ``status`` for the first ``failures`` times, then pass through.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+@contextmanager
+def faulty_proxy(
+    upstream: str, fragment: str, failures: int, status: int = 503
+) -> Iterator[dict[str, object]]:
+    """Run the proxy on a free loopback port; yields ``{"url": ..., "failed": count}``."""
+    target = urlsplit(upstream)
+    state: dict[str, object] = {"failed": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _relay(self) -> None:
+            with lock:
+                fail = fragment in self.path and int(state["failed"]) < failures
+                if fail:
+                    state["failed"] = int(state["failed"]) + 1
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            if fail:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            connection.request(self.command, self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            connection.close()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _relay
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
