@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: setup run plan test lint sample bench clean
+.PHONY: setup run plan run-emulators test lint sample bench clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -25,15 +25,19 @@ sample: $(SAMPLE)/L2/index.csv.gz
 
 # ARGS passes job options, e.g. make run ARGS=--overwrite
 run: setup sample
-	$(VENV)/bin/spark-submit --master 'local[2]' --conf spark.ui.showConsoleProgress=true \
+	$(VENV)/bin/spark-submit --master 'local[2]' --conf spark.ui.showConsoleProgress=true --conf spark.log.level=WARN \
 		spark_jobs/evi_job.py --config $(CONFIG) $(ARGS)
+
+# The cloud-shaped run on one machine: GCS and BigQuery emulators, gs:// in and out, BigQuery tables.
+run-emulators: setup
+	$(PY) scripts/run_emulators.py $(ARGS)
 
 # The plan only: which scenes and groups the config selects, and the rejected index rows.
 plan: setup sample
 	$(PY) -m evi_udf.catalog --config $(CONFIG) --master 'local[2]'
 
 lint: setup
-	$(VENV)/bin/ruff check lib tests spark_jobs bench
+	$(VENV)/bin/ruff check lib tests spark_jobs bench scripts
 
 test: setup lint
 	$(PY) -m pytest

@@ -265,9 +265,10 @@ def run(
     log(f"run {run_id}: {len(planned)} groups planned, {len(skipped)} already done, {len(todo)} to process")
     results = _process(spark, selection.scenes, todo, config, run_id)
     rejected = selection.rejected.toPandas()
-    rejections = result_frame(_rejections_as_failures(rejected, config, run_id))
-    frames = [frame for frame in (results, rejections) if not frame.empty]
-    results = pd.concat(frames, ignore_index=True) if frames else results
+    # One frame from records, typed once: concatenating frames whose kind-specific columns are all
+    # empty makes pandas guess (and warn about) their dtypes.
+    processed = results.astype(object).where(results.notna(), None).to_dict("records")
+    results = result_frame(processed + _rejections_as_failures(rejected, config, run_id))
     tables = split_tables(results)
     sink.write(tables, {(key.mgrs_tile, key.period, params) for key in todo})
 
