@@ -45,6 +45,7 @@ test: setup lint
 # Benchmarks are not part of `make test`: full-size tiles take many minutes.
 bench: setup
 	$(PY) bench/memory.py --factors 1 2 --work bench/data
+	$(PY) bench/gcs_read.py --work bench/data
 	$(PY) bench/report.py
 
 clean:
