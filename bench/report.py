@@ -58,8 +58,8 @@ def gcs_read_section(record: dict) -> list[str]:
     ]
     for row in record["results"]:
         lines.append(
-            f"| {row['mode']} | {row['requests']} | {row['bytes']:,} | {row['bytes'] / row['file_bytes']:.3f} | "
-            f"{row['seconds']:.1f} |"
+            f"| {row['mode']} | {row['requests']} | {row['bytes']:,} | "
+            f"{row['bytes'] / row['file_bytes']:.3f} | {row['seconds']:.1f} |"
         )
     lines += [
         "",
