@@ -61,7 +61,7 @@ def main() -> int:
     if args.child:
         child(*args.child)
         return 0
-    from counting_proxy import counting_proxy
+    from faulty_proxy import faulty_proxy
     from memory import archive_for
 
     root = archive_for(args.work, 1)
@@ -90,7 +90,7 @@ def main() -> int:
         bucket = storage.Client().create_bucket("bench")
         bucket.blob("B08.jp2").upload_from_filename(str(band))
         for mode in ("download", "vsigs", "download", "vsigs"):
-            with counting_proxy(f"http://127.0.0.1:{port}") as counts:
+            with faulty_proxy(f"http://127.0.0.1:{port}") as counts:
                 env = {**os.environ, "STORAGE_EMULATOR_HOST": str(counts["url"])}
                 out = subprocess.run(
                     [

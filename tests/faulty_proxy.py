@@ -1,7 +1,8 @@
-"""A loopback HTTP proxy that fails chosen requests before forwarding to a real server.
+"""A loopback HTTP proxy that fails chosen requests before forwarding to a real server, and counts.
 
 It stands in front of the GCS emulator to play a flaky network or an overloaded GCS: requests whose
-path contains ``fragment`` get ``status`` for the first ``failures`` times, then pass through.
+path contains ``fragment`` get ``status`` for the first ``failures`` times, then pass through. It also
+counts the requests forwarded and the response bytes (the benchmarks use it with no failures).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from urllib.parse import urlsplit
 
 @contextmanager
 def faulty_proxy(
-    upstream: str, fragment: str, failures: int, status: int = 503
+    upstream: str, fragment: str = "", failures: int = 0, status: int = 503
 ) -> Iterator[dict[str, object]]:
-    """Run the proxy on a free loopback port; yields ``{"url": ..., "failed": count}``."""
+    """Run the proxy on a free loopback port; yields ``{"url", "failed", "requests", "bytes"}``."""
     target = urlsplit(upstream)
-    state: dict[str, object] = {"failed": 0}
+    state: dict[str, object] = {"failed": 0, "requests": 0, "bytes": 0}
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -41,6 +42,9 @@ def faulty_proxy(
             connection.request(self.command, self.path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
+            with lock:
+                state["requests"] = int(state["requests"]) + 1
+                state["bytes"] = int(state["bytes"]) + len(payload)
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -50,7 +54,7 @@ def faulty_proxy(
             self.wfile.write(payload)
             connection.close()
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _relay
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _relay
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
             pass
