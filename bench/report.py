@@ -49,9 +49,9 @@ def gcs_read_section(record: dict) -> list[str]:
         "",
         f"Measured {record['when']}: band {record['band']} (full size, 10980 x 10980 px) uploaded to the GCS "
         "emulator on loopback, read block by block (1024 px) in a fresh process per run, through a proxy "
-        "that counts HTTP requests and response bytes. Loopback has no latency, so the times bound CPU cost "
-        "only (and were taken while another job shared the 2 cores); on real GCS each request is a round "
-        "trip of tens of milliseconds.",
+        "that counts HTTP requests and response bytes. Loopback has no latency, so the times (equal within "
+        "noise) show only that neither way costs more CPU; on real GCS each request is a round trip of "
+        "tens of milliseconds.",
         "",
         "| mode | requests | bytes transferred | bytes / file size | time (s) |",
         "|---|---|---|---|---|",
