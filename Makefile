@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: setup run plan run-emulators test lint sample bench clean
+.PHONY: setup run plan run-emulators test lint sample bench clean wheel
 
 setup:
 	@scripts/bootstrap.sh
@@ -35,6 +35,10 @@ run-emulators: setup
 # The plan only: which scenes and groups the config selects, and the rejected index rows.
 plan: setup sample
 	$(PY) -m evi_udf.catalog --config $(CONFIG) --master 'local[2]'
+
+# The wheel Dataproc batches run (scripts/submit.sh and scripts/build_image.sh build it themselves).
+wheel: setup
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation --wheel-dir dist .
 
 lint: setup
 	$(VENV)/bin/ruff check lib tests spark_jobs bench scripts

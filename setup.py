@@ -2,12 +2,29 @@
 
 Dependency ranges follow Dataproc Serverless runtime 2.3 (Spark 3.5, Python 3.11); the exact
 versions a fresh machine gets are pinned in ``constraints.txt``.
+
+PySpark is not a runtime requirement: Dataproc mounts its own Spark into the container, so the image
+installs the wheel without it (the custom-container rules forbid a second Spark). Local runs and the
+tests get it from the ``spark`` extra.
+
+    pip wheel --no-deps --no-build-isolation -w dist .    # dist/evi_udf-<version>-py3-none-any.whl
 """
+
+import re
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# One version, defined in the package (evi_udf.__version__) and read here.
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"',
+    Path(__file__).with_name("lib").joinpath("evi_udf/__init__.py").read_text(),
+    re.M,
+).group(1)
+
+SPARK_REQUIREMENTS = ["pyspark>=3.5.3,<3.6"]
+
 RUNTIME_REQUIREMENTS = [
-    "pyspark>=3.5.3,<3.6",
     "rasterio>=1.4.3,<1.5",
     "numpy>=2.0,<2.4",
     # pyspark 3.5 warns that pandas 3 is not supported.
@@ -18,6 +35,10 @@ RUNTIME_REQUIREMENTS = [
     "mgrs>=1.4,<2",
     "pyyaml>=6,<7",
     "pystac>=1.10,<2",
+    # Grid and footprint transforms (also a rasterio dependency, used directly here).
+    "pyproj>=3.6,<4",
+    # HTTP errors of the storage client are caught by type (google-cloud-storage's transport).
+    "requests>=2.31,<3",
 ]
 
 DEV_REQUIREMENTS = [
@@ -27,16 +48,20 @@ DEV_REQUIREMENTS = [
     "duckdb>=1.1,<3",
     # The GCS emulator the storage tests start on loopback (no cloud account needed).
     "gcp-storage-emulator>=2024.8",
+    # Builds the wheel shipped to Dataproc without fetching a build backend (setuptools < 70.1).
+    "wheel>=0.43",
 ]
 
 setup(
     name="evi-udf",
-    version="0.1.0",
+    version=VERSION,
     description="Sentinel-2 EVI composites on Dataproc Serverless with PySpark pandas UDFs",
     python_requires=">=3.10",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
+    # The example BigQuery queries travel with the package (evi_udf.queries loads them).
+    package_data={"evi_udf": ["sql/*.sql"]},
     install_requires=RUNTIME_REQUIREMENTS,
-    extras_require={"dev": DEV_REQUIREMENTS},
+    extras_require={"spark": SPARK_REQUIREMENTS, "dev": SPARK_REQUIREMENTS + DEV_REQUIREMENTS},
     entry_points={"console_scripts": ["evi-sample=evi_udf.sample:main"]},
 )

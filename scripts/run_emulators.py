@@ -146,7 +146,7 @@ def print_queries(bq_url: str) -> None:
     def show(title: str, name: str, *parameters: object) -> None:
         config = bigquery.QueryJobConfig(query_parameters=list(parameters))
         rows = client.query(load_query(name, PROJECT, DATASET), job_config=config).result()
-        print(f"\n{title} (sql/{name}.sql):")
+        print(f"\n{title} (evi_udf/sql/{name}.sql):")
         for row in rows:
             print("  " + ", ".join(f"{key}={value}" for key, value in dict(row).items()))
 

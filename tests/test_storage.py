@@ -82,3 +82,24 @@ def test_local_paths_use_the_same_rules(tmp_path: Path) -> None:
     assert store.fetch(str(target), tmp_path / "unused") == target
     with pytest.raises(StorageError, match="missing.xml: file not found"):
         store.read_bytes(str(tmp_path / "missing.xml"))
+
+
+@pytest.mark.integration
+def test_a_staged_config_is_read_from_gcs(bucket: str, tmp_path: Path) -> None:
+    """What a Dataproc batch does with ``--config gs://DEPS/evi-udf/<batch>/config.yaml``."""
+    from evi_udf.config import load_config
+    from evi_udf.errors import ConfigError
+
+    local = tmp_path / "config.yaml"
+    local.write_text(
+        "catalog:\n  index_uri: gs://s2/L2/index.csv.gz\n  max_cloud_cover: 35\noutput:\n  root: gs://out/evi\n",
+        encoding="utf-8",
+    )
+    uri = f"gs://{bucket}/evi-udf/evi-test/config.yaml"
+    Storage().publish(local, uri, overwrite=False)
+    config = load_config(uri, ["catalog.period=quarter"])
+    assert config.catalog.max_cloud_cover == 35.0
+    assert config.catalog.period == "quarter"
+    assert config == load_config(local, ["catalog.period=quarter"])
+    with pytest.raises(ConfigError, match=f"gs://{bucket}/evi-udf/missing.yaml"):
+        load_config(f"gs://{bucket}/evi-udf/missing.yaml")

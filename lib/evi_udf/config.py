@@ -220,6 +220,117 @@ class RunConfig:
             _fail("mosaic_size", f"must be 0 or more, got {self.mosaic_size}")
 
 
+SPARK_SIZE = re.compile(r"^[1-9][0-9]*[kmgt]$")
+# Properties the service rejects (the batch fails if any is set): YARN and the external shuffle service.
+UNSUPPORTED_PROPERTY_PREFIXES: tuple[str, ...] = ("spark.yarn.", "spark.shuffle.service.", "spark.master")
+# Properties that have their own typed setting below, so they are never given twice.
+_TYPED_PROPERTIES: dict[str, str] = {
+    "spark.driver.cores": "driver_cores",
+    "spark.driver.memory": "driver_memory",
+    "spark.driver.memoryOverhead": "driver_memory_overhead",
+    "spark.executor.cores": "executor_cores",
+    "spark.executor.memory": "executor_memory",
+    "spark.executor.memoryOverhead": "executor_memory_overhead",
+    "spark.dataproc.executor.disk.size": "executor_disk_size",
+    "spark.dynamicAllocation.initialExecutors": "initial_executors",
+    "spark.dynamicAllocation.minExecutors": "min_executors",
+    "spark.dynamicAllocation.maxExecutors": "max_executors",
+}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataprocConfig:
+    """How ``scripts/submit.sh`` submits the job to Dataproc Serverless; the job itself ignores it.
+
+    The settings left ``None`` are required for a submission and can also be given as flags of
+    ``submit.sh``; ``conf/dataproc.yaml`` explains each value.
+    """
+
+    project: str | None = None
+    region: str | None = None
+    runtime_version: str = "2.3"
+    container_image: str | None = None
+    service_account: str | None = None
+    # gs://bucket[/prefix] where gcloud stages the job file and submit.sh the wheel and config.
+    deps_bucket: str | None = None
+    subnet: str | None = None
+    # projects/P/regions/R/clusters/C: a Persistent History Server that keeps the Spark UI of batches.
+    history_server_cluster: str | None = None
+    batch_prefix: str = "evi"
+    ttl: str = "1d"
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    driver_cores: int = 4
+    driver_memory: str = "8g"
+    driver_memory_overhead: str = "2g"
+    executor_cores: int = 4
+    executor_memory: str = "4g"
+    executor_memory_overhead: str = "8g"
+    executor_disk_size: str = "250g"
+    initial_executors: int = 2
+    min_executors: int = 2
+    max_executors: int = 20
+    # Environment variables of the driver and every executor (spark.dataproc.driverEnv.* and
+    # spark.executorEnv.*).
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Any other Spark properties (YARN and shuffle-service properties are refused).
+    properties: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("driver_cores", "executor_cores"):
+            if getattr(self, name) not in (4, 8, 16):
+                _fail(name, f"Dataproc Serverless allows 4, 8 or 16 cores, got {getattr(self, name)}")
+        for name in (
+            "driver_memory",
+            "driver_memory_overhead",
+            "executor_memory",
+            "executor_memory_overhead",
+            "executor_disk_size",
+        ):
+            if not SPARK_SIZE.match(str(getattr(self, name))):
+                _fail(name, f"must be a size like 4g or 9600m, got {getattr(self, name)!r}")
+        if self.min_executors < 2:
+            _fail("min_executors", f"Dataproc Serverless needs at least 2, got {self.min_executors}")
+        if not self.min_executors <= self.initial_executors <= self.max_executors:
+            _fail(
+                "initial_executors",
+                f"must satisfy min_executors <= initial_executors <= max_executors, got "
+                f"{self.min_executors} <= {self.initial_executors} <= {self.max_executors}",
+            )
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", self.batch_prefix):
+            _fail(
+                "batch_prefix",
+                f"use lowercase letters, digits and '-' (<= 41 chars), got {self.batch_prefix!r}",
+            )
+        if not re.fullmatch(r"[1-9][0-9]*[smhd]", self.ttl):
+            _fail("ttl", f"must be a duration like 6h or 2d (10 min to 14 days), got {self.ttl!r}")
+        if self.deps_bucket is not None and not self.deps_bucket.startswith("gs://"):
+            _fail("deps_bucket", f"must be a gs:// URI, got {self.deps_bucket!r}")
+        for key, value in self.labels.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) or not re.fullmatch(
+                r"[a-z0-9_-]{0,63}", value
+            ):
+                _fail("labels", f"{key}={value}: keys and values use lowercase letters, digits, _ and -")
+        for name in self.environment:
+            if not _ENV_NAME.match(name):
+                _fail("environment", f"{name!r} is not an environment variable name")
+        for key in self.properties:
+            if key.startswith(UNSUPPORTED_PROPERTY_PREFIXES):
+                _fail("properties", f"{key}: YARN and shuffle-service properties make the batch fail")
+            if key in _TYPED_PROPERTIES:
+                _fail("properties", f"{key}: set dataproc.{_TYPED_PROPERTIES[key]} instead")
+
+    def spark_properties(self) -> dict[str, str]:
+        """Every Spark property of the batch: resources, environment, then the extra properties."""
+        properties = {key: str(getattr(self, name)) for key, name in _TYPED_PROPERTIES.items()}
+        properties["spark.dynamicAllocation.enabled"] = "true"
+        for name, value in self.environment.items():
+            properties[f"spark.dataproc.driverEnv.{name}"] = value
+            properties[f"spark.executorEnv.{name}"] = value
+        properties.update(self.properties)
+        return properties
+
+
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
     """The whole job's configuration."""
@@ -230,6 +341,7 @@ class JobConfig:
     run: RunConfig = RunConfig()
     storage: StorageConfig = StorageConfig()
     sink: SinkConfig = SinkConfig()
+    dataproc: DataprocConfig = DataprocConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (dates as ISO strings), e.g. for a run report or a parameter hash."""
@@ -252,7 +364,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
     Parameters
     ----------
     path
-        A YAML file, e.g. ``conf/local.yaml``.
+        A YAML file, e.g. ``conf/local.yaml``, or a ``gs://`` URI (read with Application Default
+        Credentials).
     overrides
         Strings like ``catalog.max_cloud_cover=30``; the value is parsed as YAML, so lists
         (``catalog.tiles=[55HBU,55HCU]``) and ``null`` work.
@@ -262,11 +375,35 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
     ConfigError
         If the file cannot be read or parsed, or any key is unknown, missing or invalid.
     """
-    config_path = Path(path)
+    config_path = str(path)
+    data = load_mapping(config_path, overrides)
     try:
-        text = config_path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from exc
+        return config_from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from None
+
+
+def load_mapping(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The plain data of a YAML config file with ``key.path=value`` overrides applied, not yet checked.
+
+    :func:`load_config` is this plus :func:`config_from_mapping`; ``evi_udf.submit`` fills in
+    defaults between the two.
+    """
+    config_path = str(path)
+    if config_path.startswith("gs://"):
+        # A config staged next to the wheel by scripts/submit.sh, read with the batch's credentials.
+        from evi_udf.errors import StorageError
+        from evi_udf.storage import Storage
+
+        try:
+            text = Storage(anonymous_buckets=()).read_bytes(config_path).decode("utf-8")
+        except (StorageError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_path}: {exc}") from exc
+    else:
+        try:
+            text = Path(config_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from exc
     try:
         data = yaml.safe_load(text) or {}
     except (yaml.YAMLError, ValueError) as exc:
@@ -275,10 +412,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
         raise ConfigError(f"config file {config_path} must hold a mapping of sections")
     for override in overrides:
         _apply_override(data, override)
-    try:
-        return config_from_mapping(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{config_path}: {exc}") from None
+    return data
 
 
 def config_from_mapping(data: Mapping[str, Any]) -> JobConfig:
@@ -290,7 +424,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     key_path, separator, raw_value = override.partition("=")
     if not separator or not key_path.strip():
         raise ConfigError(f"override {override!r} must look like section.key=value")
-    keys = key_path.strip().split(".")
+    keys = _override_keys(key_path.strip().split("."))
     target = data
     for key in keys[:-1]:
         child = target.setdefault(key, {})
@@ -303,6 +437,23 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         # Not YAML (or an impossible date YAML rejects): keep the text, so the type check of the key
         # reports what is wrong with it.
         target[keys[-1]] = raw_value
+
+
+def _override_keys(parts: list[str]) -> list[str]:
+    """Split a dotted override into keys; below a mapping setting the rest is one key.
+
+    ``dataproc.properties.spark.executor.instances`` names the property ``spark.executor.instances``
+    of the mapping ``dataproc.properties``, not a nested section.
+    """
+    cls: Any = JobConfig
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            break
+        hint = typing.get_type_hints(cls).get(part)
+        if typing.get_origin(hint) is dict:
+            return [*parts[: depth + 1], ".".join(parts[depth + 1 :])] if depth + 1 < len(parts) else parts
+        cls = hint
+    return parts
 
 
 def _build_dataclass(cls: type, data: Any, prefix: str) -> Any:
@@ -330,6 +481,16 @@ def _build_dataclass(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix}{exc}") from None
 
 
+def _scalar_text(value: Any) -> Any:
+    # YAML reads true, OFF and 4 as booleans and numbers; an environment variable or Spark property
+    # wants text (GDAL and Spark both read true/false as booleans).
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
 def _convert(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -344,6 +505,18 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if value not in args:
             _fail(key, f"must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            _fail(key, f"must be a mapping of names to values, got {value!r}")
+        key_hint, value_hint = args
+        return {
+            _convert(key_hint, str(name), f"{key}.{name}"): _convert(
+                value_hint, _scalar_text(item), f"{key}.{name}"
+            )
+            for name, item in value.items()
+        }
     if origin is tuple:
         if isinstance(value, str):
             value = [part for part in value.split(",") if part.strip()]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ def build_session(
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    ship_wheels_to_executors(session)
     explicit = "spark.sql.shuffle.partitions" in (conf or {}) or session.sparkContext.getConf().contains(
         "spark.sql.shuffle.partitions"
     )
@@ -48,3 +53,23 @@ def build_session(
         # One machine: 200 shuffle partitions (the default, sized for clusters) only add task overhead.
         session.conf.set("spark.sql.shuffle.partitions", "8")
     return session
+
+
+def ship_wheels_to_executors(session: SparkSession) -> list[str]:
+    """Make the wheels given with ``--py-files`` importable on the executors too; return what was added.
+
+    ``spark-submit`` puts a ``--py-files`` wheel on the driver's ``sys.path``, but PySpark adds only
+    ``.zip``, ``.egg`` and ``.jar`` files to the executors' path (``SparkContext.PACKAGE_EXTENSIONS``),
+    so executors would import whatever copy of ``evi_udf`` their image has, or fail to import it. A pure
+    Python wheel is a zip archive with the packages at its root, so the same bytes under a ``.zip``
+    name are importable there, ahead of the image's site-packages.
+    """
+    shipped: list[str] = []
+    for entry in list(sys.path):
+        source = Path(entry)
+        if source.suffix == ".whl" and source.is_file():
+            target = Path(tempfile.mkdtemp(prefix="evi-pyfiles-")) / f"{source.stem}.zip"
+            shutil.copyfile(source, target)
+            session.sparkContext.addPyFile(str(target))
+            shipped.append(str(target))
+    return shipped

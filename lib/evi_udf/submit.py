@@ -1,0 +1,290 @@
+"""Submitting the job to Dataproc Serverless: the commands behind ``scripts/submit.sh``.
+
+A submission is three commands, printed by ``--dry-run`` and otherwise run in order:
+
+1. build the wheel of ``evi_udf`` (``pip wheel``), the code the batch runs;
+2. stage the wheel and the resolved configuration under ``gs://<deps bucket>/evi-udf/<batch id>/``
+   (one folder per batch, so a running batch never sees its files replaced);
+3. ``gcloud dataproc batches submit pyspark spark_jobs/evi_job.py ... -- --config <staged config>``.
+
+The staged configuration is the YAML file with every flag and ``--set`` applied and every default
+spelled out, so the batch's inputs are exactly what the folder shows. Settings a submission cannot do
+without are checked before anything runs, and all missing ones are reported at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evi_udf import __version__
+from evi_udf.config import JobConfig, config_from_mapping, load_mapping
+from evi_udf.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JOB_FILE = "spark_jobs/evi_job.py"
+STAGING_FOLDER = "evi-udf"
+WHEEL_NAME = f"evi_udf-{__version__}-py3-none-any.whl"
+# Dataproc batch ids: 4-63 characters, lowercase letters, digits and hyphens, starting with a letter.
+BATCH_ID = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
+
+# (dotted key, flag, what it is): the settings without which a batch cannot run or write anywhere.
+REQUIRED_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("dataproc.project", "--project", "the Google Cloud project that runs the batch"),
+    ("dataproc.region", "--region", "the Dataproc region, e.g. europe-west4"),
+    ("dataproc.container_image", "--image", "the image built by scripts/build_image.sh"),
+    ("dataproc.service_account", "--service-account", "the service account the batch runs as"),
+    ("dataproc.deps_bucket", "--deps-bucket", "gs://BUCKET where the wheel and config are staged"),
+    ("output.root", "--output", "gs://BUCKET/PREFIX for the COGs, STAC items and run reports"),
+    ("sink.dataset", "--dataset", "the BigQuery dataset of the EVI tables"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """One batch: its id, the resolved configuration and where its files are staged."""
+
+    batch_id: str
+    config: JobConfig
+    staging_uri: str
+    local_config: Path
+    overwrite: bool = False
+    run_async: bool = False
+
+    @property
+    def staged_wheel(self) -> str:
+        """The ``gs://`` URI of the wheel the batch imports ``evi_udf`` from."""
+        return f"{self.staging_uri}/{WHEEL_NAME}"
+
+    @property
+    def staged_config(self) -> str:
+        """The ``gs://`` URI of the resolved configuration the job reads."""
+        return f"{self.staging_uri}/{self.local_config.name}"
+
+
+def new_batch_id(prefix: str, now: dt.datetime | None = None, token: str | None = None) -> str:
+    """A unique, readable batch id: ``<prefix>-<UTC date>-<time>-<random>`` (Dataproc: 4-63 chars)."""
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    return f"{prefix}-{moment:%Y%m%d-%H%M%S}-{token or secrets.token_hex(3)}"
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    value: Any = data
+    for key in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def resolve_config(path: str, overrides: Sequence[str]) -> JobConfig:
+    """The job configuration of a submission, with every setting a batch needs checked.
+
+    ``sink.project`` defaults to ``dataproc.project`` and the sink is BigQuery.
+
+    Raises
+    ------
+    ConfigError
+        Listing every missing required setting with its flag, or the first invalid value.
+    """
+    data = load_mapping(path, overrides)
+    problems = [
+        f"  {key} ({flag}): {what}" for key, flag, what in REQUIRED_SETTINGS if _get(data, key) in (None, "")
+    ]
+    root = _get(data, "output.root")
+    if root and not str(root).startswith("gs://"):
+        problems.append(f"  output.root (--output): must be a gs:// URI on Dataproc, got {root!r}")
+    index_uri = _get(data, "catalog.index_uri")
+    if index_uri and not str(index_uri).startswith("gs://"):
+        problems.append(f"  catalog.index_uri: must be a gs:// URI on Dataproc, got {index_uri!r}")
+    sink = data.setdefault("sink", {}) or {}
+    if sink.get("kind", "bigquery") != "bigquery":
+        problems.append(f"  sink.kind: must be bigquery on Dataproc, got {sink.get('kind')!r}")
+    if problems:
+        raise ConfigError(
+            f"{path}: cannot submit, missing or wrong settings (set them in the file or pass the flag):\n"
+            + "\n".join(problems)
+        )
+    sink["kind"] = "bigquery"
+    sink.setdefault("project", None)
+    if sink["project"] is None:
+        sink["project"] = _get(data, "dataproc.project")
+    data["sink"] = sink
+    try:
+        return config_from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def write_resolved_config(config: JobConfig, destination: Path) -> Path:
+    """Write ``config`` as YAML with every default spelled out (the file the batch reads); return the path."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Resolved by scripts/submit.sh from the config file, its flags and --set overrides.\n"
+    destination.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    return destination
+
+
+def _joined(values: dict[str, str]) -> str:
+    """``k=v`` pairs for one gcloud flag (gcloud's ``^D^`` syntax picks a delimiter if values have commas)."""
+    pairs = [f"{key}={value}" for key, value in values.items()]
+    if not any("," in pair for pair in pairs):
+        return ",".join(pairs)
+    delimiter = next(d for d in "#|@;~" if not any(d in pair for pair in pairs))
+    return f"^{delimiter}^" + delimiter.join(pairs)
+
+
+def batch_labels(config: JobConfig) -> dict[str, str]:
+    """The batch's labels: the package version and compositor (for cost reports), then the config's."""
+    return {
+        "app": "sentinel2-evi",
+        "evi-udf-version": __version__.replace(".", "-"),
+        "compositor": config.raster.compositor.replace("_", "-"),
+        **config.dataproc.labels,
+    }
+
+
+def commands(submission: Submission, python: str = sys.executable) -> list[list[str]]:
+    """The commands of a submission, in order: build the wheel, stage it with the config, submit."""
+    config = submission.config
+    dataproc = config.dataproc
+    assert dataproc.deps_bucket and dataproc.region and dataproc.project  # checked by resolve_config
+    build = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "dist", "."]
+    stage = [
+        "gcloud",
+        "storage",
+        "cp",
+        f"dist/{WHEEL_NAME}",
+        str(submission.local_config),
+        f"{submission.staging_uri}/",
+    ]
+    submit = [
+        "gcloud",
+        "dataproc",
+        "batches",
+        "submit",
+        "pyspark",
+        JOB_FILE,
+        f"--project={dataproc.project}",
+        f"--region={dataproc.region}",
+        f"--batch={submission.batch_id}",
+        f"--version={dataproc.runtime_version}",
+        f"--container-image={dataproc.container_image}",
+        f"--deps-bucket={dataproc.deps_bucket}",
+        f"--py-files={submission.staged_wheel}",
+        f"--files={submission.staged_config}",
+        f"--service-account={dataproc.service_account}",
+    ]
+    if dataproc.subnet:
+        submit.append(f"--subnet={dataproc.subnet}")
+    if dataproc.history_server_cluster:
+        submit.append(f"--history-server-cluster={dataproc.history_server_cluster}")
+    submit += [
+        f"--properties={_joined(dataproc.spark_properties())}",
+        f"--labels={_joined(batch_labels(config))}",
+        f"--ttl={dataproc.ttl}",
+    ]
+    if submission.run_async:
+        submit.append("--async")
+    submit += ["--", "--config", submission.staged_config]
+    if submission.overwrite:
+        submit.append("--overwrite")
+    return [build, stage, submit]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/submit.sh",
+        description="Submit the Sentinel-2 EVI job to Dataproc Serverless (runtime 2.3, custom container).",
+        epilog="Every flag overrides the config file; anything else can be set with --set KEY=VALUE. "
+        "Credentials: gcloud's own login; the batch runs as --service-account.",
+    )
+    parser.add_argument("--config", default="conf/dataproc.yaml", help="job config (default: %(default)s)")
+    flags = parser.add_argument_group("settings (override the config file)")
+    for key, flag, what in REQUIRED_SETTINGS:
+        flags.add_argument(flag, dest=key, metavar="VALUE", help=f"{what} [{key}]")
+    flags.add_argument(
+        "--subnet", dest="dataproc.subnet", metavar="VALUE", help="VPC subnetwork [dataproc.subnet]"
+    )
+    flags.add_argument(
+        "--max-executors", dest="dataproc.max_executors", metavar="N", help="bound on executors (and cost)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting"
+    )
+    parser.add_argument("--batch", help="batch id (default: <batch_prefix>-<UTC time>-<random>)")
+    parser.add_argument("--overwrite", action="store_true", help="reprocess groups that are already done")
+    parser.add_argument("--async", dest="run_async", action="store_true", help="return once submitted")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/submit.sh``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    overrides = [f"{key}={value}" for key, _, _ in REQUIRED_SETTINGS if (value := getattr(args, key))]
+    for key in ("dataproc.subnet", "dataproc.max_executors"):
+        if getattr(args, key):
+            overrides.append(f"{key}={getattr(args, key)}")
+    try:
+        config = resolve_config(args.config, [*overrides, *args.set])
+    except ConfigError as exc:
+        print(f"submit: {exc}", file=sys.stderr)
+        return 2
+    batch_id = args.batch or new_batch_id(config.dataproc.batch_prefix)
+    if not BATCH_ID.fullmatch(batch_id):
+        print(
+            f"submit: --batch {batch_id!r}: use 4-63 lowercase letters, digits and '-', starting with a "
+            "letter and ending with a letter or digit",
+            file=sys.stderr,
+        )
+        return 2
+    assert config.dataproc.deps_bucket  # checked by resolve_config
+    submission = Submission(
+        batch_id=batch_id,
+        config=config,
+        staging_uri=f"{config.dataproc.deps_bucket.rstrip('/')}/{STAGING_FOLDER}/{batch_id}",
+        local_config=write_resolved_config(
+            config, REPO_ROOT / "dist" / "batches" / batch_id / "config.yaml"
+        ).relative_to(REPO_ROOT),
+        overwrite=args.overwrite,
+        run_async=args.run_async,
+    )
+    steps = commands(submission)
+    if args.dry_run:
+        print(f"# batch {submission.batch_id}: resolved config written to {submission.local_config}")
+        for step in steps:
+            print(shlex.join(step))
+        return 0
+    if shutil.which("gcloud") is None:
+        print(
+            "submit: gcloud not found; install the Google Cloud CLI (https://cloud.google.com/sdk)",
+            file=sys.stderr,
+        )
+        return 2
+    for step in steps:
+        print("+ " + shlex.join(step), flush=True)
+        completed = subprocess.run(step, cwd=REPO_ROOT, check=False)
+        if completed.returncode != 0:
+            print(
+                f"submit: {step[0]} {step[1]} failed with exit status {completed.returncode}", file=sys.stderr
+            )
+            return completed.returncode
+    region = config.dataproc.region
+    print(f"watch: gcloud dataproc batches describe {submission.batch_id} --region={region}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
