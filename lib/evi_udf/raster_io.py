@@ -126,7 +126,14 @@ def _aligned_window(dataset: DatasetReader, grid: PixelGrid, window: Window) -> 
     ):
         return None
     left, bottom, right, top = _window_bounds(grid, window)
-    return from_bounds(left, bottom, right, top, transform=dataset.transform)
+    exact = from_bounds(left, bottom, right, top, transform=dataset.transform)
+    # Snap to whole pixels: from_bounds gives e.g. col_off 2047.999999999999, and GDAL reads a
+    # fractional window through its resampling path, which decodes the neighbouring JPEG2000 tiles too
+    # (a 1024 px block then cost ~9x the decode of its own tile, bench/NOTES.md).
+    snapped = [round(value) for value in (exact.col_off, exact.row_off, exact.width, exact.height)]
+    if all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(snapped, exact.flatten(), strict=True)):
+        return Window(*snapped)
+    return exact
 
 
 def _window_bounds(grid: PixelGrid, window: Window) -> tuple[float, float, float, float]:
