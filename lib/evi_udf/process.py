@@ -23,6 +23,7 @@ import math
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -149,31 +150,50 @@ def _prepare_scene(ref: SceneRef, config: RasterConfig, store: Storage, inputs: 
     )
 
 
-def _scene_block(
+@dataclasses.dataclass
+class _RawBlock:
+    """What one scene's files hold over one block: DN per band and the cloud mask layer(s)."""
+
+    dn: dict[str, np.ndarray]
+    mask: np.ndarray | None
+
+
+def _read_scene_block(
     scene: _PreparedScene,
     datasets: dict[str, rasterio.io.DatasetReader],
     grid: PixelGrid,
     window: Window,
-    config: RasterConfig,
     resampling: Resampling,
+) -> _RawBlock:
+    """Decode one scene's bands and mask over one block (I/O only, no arithmetic)."""
+    dn = {band: read_block(datasets[band], grid, window, resampling, nodata=0) for band in EVI_BANDS}
+    mask: np.ndarray | None = None
+    if scene.mask_kind == "scl":
+        mask = read_block(datasets["mask"], grid, window, Resampling.nearest)
+    elif scene.mask_kind == "classi":
+        mask = np.stack(
+            [read_block(datasets["mask"], grid, window, Resampling.nearest, band=b) for b in (1, 2, 3)]
+        )
+    return _RawBlock(dn, mask)
+
+
+def _scene_evi(
+    scene: _PreparedScene, raw: _RawBlock, grid: PixelGrid, window: Window, config: RasterConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """EVI of one scene over one block (NaN = not a clear valid observation) and its data coverage."""
-    reflectance = {}
-    for band in EVI_BANDS:
-        dn = read_block(datasets[band], grid, window, resampling, nodata=0)
-        reflectance[band] = dn_to_reflectance(dn, scene.metadata.offset(band), scene.metadata.quantification)
+    reflectance = {
+        band: dn_to_reflectance(raw.dn[band], scene.metadata.offset(band), scene.metadata.quantification)
+        for band in EVI_BANDS
+    }
     has_data = (
         np.isfinite(reflectance["B02"]) & np.isfinite(reflectance["B04"]) & np.isfinite(reflectance["B08"])
     )
     if scene.mask_kind == "scl":
-        clear = scl_clear_mask(
-            read_block(datasets["mask"], grid, window, Resampling.nearest), config.scl_clear_classes
-        )
+        assert raw.mask is not None
+        clear = scl_clear_mask(raw.mask, config.scl_clear_classes)
     elif scene.mask_kind == "classi":
-        classi = np.stack(
-            [read_block(datasets["mask"], grid, window, Resampling.nearest, band=b) for b in (1, 2, 3)]
-        )
-        clear = classi_clear_mask(classi, mask_snow=config.l1c_mask_snow)
+        assert raw.mask is not None
+        clear = classi_clear_mask(raw.mask, mask_snow=config.l1c_mask_snow)
     elif scene.cloud_polygons:
         cloudy = rasterize(
             [(polygon, 1) for polygon in scene.cloud_polygons],
@@ -206,7 +226,12 @@ def _scene_block(
 def _composite_native(
     scenes: list[_PreparedScene], grid: PixelGrid, config: RasterConfig, scratch: rasterio.io.DatasetWriter
 ) -> None:
-    """Walk the native grid block by block; raise _SceneFailed naming the scene that broke."""
+    """Walk the native grid block by block; raise _SceneFailed naming the scene that broke.
+
+    The next block's bands are decoded on a reader thread while this block's EVI and composite are
+    computed: GDAL releases the GIL while it decodes, so the arithmetic (single-threaded numpy) no
+    longer leaves the decoder waiting. One reader, so each dataset is used by one thread at a time.
+    """
     spec = get_compositor(config.compositor)
     resampling = Resampling[config.resampling]
     with contextlib.ExitStack() as stack:
@@ -221,16 +246,35 @@ def _composite_native(
             except EviError as exc:
                 raise _SceneFailed(scene, exc) from exc
             datasets[scene.ref.product_id] = opened
-        for window in block_windows(grid.width, grid.height, config.block_size):
+
+        def read_window(window: Window) -> list[_RawBlock | EviError]:
+            # GDAL configuration options set by rasterio.Env are per thread.
+            with rasterio.Env(**GDAL_ENV):
+                blocks: list[_RawBlock | EviError] = []
+                for scene in scenes:
+                    try:
+                        blocks.append(
+                            _read_scene_block(scene, datasets[scene.ref.product_id], grid, window, resampling)
+                        )
+                    except EviError as exc:
+                        blocks.append(exc)
+                        break  # the group restarts without this scene: reading further is wasted
+                return blocks
+
+        windows = list(block_windows(grid.width, grid.height, config.block_size))
+        # Shut down before the datasets close (ExitStack unwinds after this block).
+        reader = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="evi-read"))
+        pending = reader.submit(read_window, windows[0])
+        for index, window in enumerate(windows):
+            raw_blocks = pending.result()
+            if index + 1 < len(windows):
+                pending = reader.submit(read_window, windows[index + 1])
             compositor = spec.factory((int(window.height), int(window.width)))
             observed = np.zeros((int(window.height), int(window.width)), dtype=bool)
-            for scene in scenes:
-                try:
-                    values, has_data = _scene_block(
-                        scene, datasets[scene.ref.product_id], grid, window, config, resampling
-                    )
-                except EviError as exc:
-                    raise _SceneFailed(scene, exc) from exc
+            for scene, raw in zip(scenes, raw_blocks, strict=False):
+                if isinstance(raw, EviError):
+                    raise _SceneFailed(scene, raw) from raw
+                values, has_data = _scene_evi(scene, raw, grid, window, config)
                 compositor.add(values)
                 observed |= has_data
             value, count = compositor.finish()
