@@ -223,10 +223,14 @@ def _scene_evi(
     return result.values, has_data
 
 
+BlockWriter = Callable[[Window, np.ndarray, np.ndarray, np.ndarray], None]
+
+
 def _composite_native(
-    scenes: list[_PreparedScene], grid: PixelGrid, config: RasterConfig, scratch: rasterio.io.DatasetWriter
+    scenes: list[_PreparedScene], grid: PixelGrid, config: RasterConfig, write: BlockWriter
 ) -> None:
-    """Walk the native grid block by block; raise _SceneFailed naming the scene that broke.
+    """Walk the native grid block by block, handing each composite block (EVI, clear count, data
+    coverage) to ``write``; raise _SceneFailed naming the scene that broke.
 
     The next block's bands are decoded on a reader thread while this block's EVI and composite are
     computed: GDAL releases the GIL while it decodes, so the arithmetic (single-threaded numpy) no
@@ -278,9 +282,7 @@ def _composite_native(
                 compositor.add(values)
                 observed |= has_data
             value, count = compositor.finish()
-            scratch.write(value, 1, window=window)
-            scratch.write(count.astype(np.float32), 2, window=window)
-            scratch.write(observed.astype(np.float32), 3, window=window)
+            write(window, value, count, observed)
 
 
 def _order(scenes: list[_PreparedScene], scene_order: str) -> list[_PreparedScene]:
@@ -332,15 +334,17 @@ def _summary_columns(summary: EviSummary) -> EviStatisticsColumns:
     )
 
 
-def _encode_final(
-    source: Path, destination: Path, grid: PixelGrid, config: RasterConfig, accumulator: EviAccumulator
-) -> None:
-    """Quantize the output-grid composite into the published encoding, accumulating its statistics."""
-    int16 = config.output_dtype == "int16"
-    nodata: float = INT16_NODATA if int16 else float("nan")
-    with (
-        rasterio.open(source) as src,
-        rasterio.open(
+class _EncodedWriter:
+    """Writes composite blocks in the published encoding and accumulates the composite's statistics.
+
+    int16: EVI x 10000 rounded (nodata -32768) and the clear count; float32: EVI and count with NaN.
+    The statistics are those of the published values, so the table matches the raster exactly.
+    """
+
+    def __init__(self, destination: Path, grid: PixelGrid, config: RasterConfig) -> None:
+        self.int16 = config.output_dtype == "int16"
+        self.stats = EviAccumulator(config.evi_valid_min, config.evi_valid_max, config.histogram_bins)
+        self.dataset = rasterio.open(
             destination,
             "w",
             driver="GTiff",
@@ -355,28 +359,43 @@ def _encode_final(
             dtype=config.output_dtype,
             crs=grid.crs,
             transform=grid.transform,
-            nodata=nodata,
-        ) as dst,
-    ):
-        for window in block_windows(grid.width, grid.height, config.block_size):
+            nodata=INT16_NODATA if self.int16 else float("nan"),
+        )
+
+    def write(self, window: Window, evi: np.ndarray, count: np.ndarray, covered: np.ndarray) -> None:
+        """Encode and write one block; ``covered`` marks pixels where any scene had data."""
+        valid = covered & np.isfinite(evi)
+        if self.int16:
+            steps = np.where(valid, np.rint(evi * QUANTIZATION), INT16_NODATA).astype(np.int16)
+            published = np.where(valid, steps / np.float32(QUANTIZATION), np.nan).astype(np.float32)
+            self.dataset.write(steps, 1, window=window)
+            self.dataset.write(
+                np.where(covered, np.rint(count), INT16_NODATA).astype(np.int16), 2, window=window
+            )
+        else:
+            published = np.where(valid, evi, np.nan).astype(np.float32)
+            self.dataset.write(published, 1, window=window)
+            self.dataset.write(np.where(covered, np.rint(count), np.nan).astype(np.float32), 2, window=window)
+        self.stats.add(published, masked=int((covered & ~valid).sum()), nodata=int((~covered).sum()))
+
+    def close(self) -> None:
+        """Tag the scale and band names and close the file."""
+        if self.dataset.closed:
+            return
+        if self.int16:
+            self.dataset.scales = (1.0 / QUANTIZATION, 1.0)
+            self.dataset.offsets = (0.0, 0.0)
+        self.dataset.set_band_description(1, "evi")
+        self.dataset.set_band_description(2, "clear_observations")
+        self.dataset.close()
+
+
+def _encode_warped(source: Path, writer: _EncodedWriter, grid: PixelGrid, block_size: int) -> None:
+    """Encode a composite warped onto the output grid (bands: EVI, clear count, data coverage)."""
+    with rasterio.open(source) as src:
+        for window in block_windows(grid.width, grid.height, block_size):
             evi, count, observed = (src.read(band, window=window) for band in (1, 2, 3))
-            covered = observed > 0.5
-            valid = covered & np.isfinite(evi)
-            if int16:
-                steps = np.where(valid, np.rint(evi * QUANTIZATION), INT16_NODATA).astype(np.int16)
-                published = np.where(valid, steps / np.float32(QUANTIZATION), np.nan).astype(np.float32)
-                dst.write(steps, 1, window=window)
-                dst.write(np.where(covered, np.rint(count), INT16_NODATA).astype(np.int16), 2, window=window)
-            else:
-                published = np.where(valid, evi, np.nan).astype(np.float32)
-                dst.write(published, 1, window=window)
-                dst.write(np.where(covered, np.rint(count), np.nan).astype(np.float32), 2, window=window)
-            accumulator.add(published, masked=int((covered & ~valid).sum()), nodata=int((~covered).sum()))
-        if int16:
-            dst.scales = (1.0 / QUANTIZATION, 1.0)
-            dst.offsets = (0.0, 0.0)
-        dst.set_band_description(1, "evi")
-        dst.set_band_description(2, "clear_observations")
+            writer.write(window, evi, count, observed > 0.5)
 
 
 def evi_to_rgba(evi: np.ndarray) -> np.ndarray:
@@ -578,21 +597,20 @@ def process_group(
                     raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins
                 )
             try:
-                with scratch_raster(native, 3, "float32", float("nan"), workdir) as (native_path, scratch):
-                    _composite_native(ordered, native, raster, scratch)
-                    scratch.close()
-                    return _finish(
-                        key,
-                        ordered,
-                        native,
-                        native_path,
-                        Path(workdir),
-                        config,
-                        params,
-                        failures,
-                        clock,
-                        store,
-                    )
+                encoded, stats = _composite_on_output_grid(ordered, native, raster, Path(workdir))
+                return _finish(
+                    key,
+                    ordered,
+                    native,
+                    encoded,
+                    stats,
+                    Path(workdir),
+                    config,
+                    params,
+                    failures,
+                    clock,
+                    store,
+                )
             except _SceneFailed as failed:
                 fail(failed.error, failed.scene.ref)
                 ordered = [s for s in ordered if s is not failed.scene]
@@ -604,11 +622,54 @@ def process_group(
                 return GroupResult(None, [], failures)
 
 
+def _composite_on_output_grid(
+    scenes: list[_PreparedScene], native: PixelGrid, raster: RasterConfig, workdir: Path
+) -> tuple[Path, EviAccumulator]:
+    """The composite in its published encoding on the output grid, and its statistics.
+
+    On the native grid blocks are encoded as they are composited. For a shared grid the float
+    composite goes to a scratch raster first, is warped once and then encoded: resampling needs the
+    unquantized values.
+    """
+    grid = _output_grid(native, raster)
+    encoded = workdir / "encoded.tif"
+    writer = _EncodedWriter(encoded, grid, raster)
+    try:
+        if raster.grid.kind == "native":
+            _composite_native(scenes, native, raster, writer.write)
+        else:
+            with scratch_raster(native, 3, "float32", float("nan"), str(workdir)) as (native_path, scratch):
+
+                def to_scratch(
+                    window: Window, value: np.ndarray, count: np.ndarray, seen: np.ndarray
+                ) -> None:
+                    scratch.write(value, 1, window=window)
+                    scratch.write(count.astype(np.float32), 2, window=window)
+                    scratch.write(seen.astype(np.float32), 3, window=window)
+
+                _composite_native(scenes, native, raster, to_scratch)
+                scratch.close()
+                warped = workdir / "warped.tif"
+                resampling = Resampling[raster.resampling]
+                warp_to_grid(
+                    native_path,
+                    grid,
+                    warped,
+                    {1: resampling, 2: Resampling.nearest, 3: Resampling.nearest},
+                    float("nan"),
+                )
+            _encode_warped(warped, writer, grid, raster.block_size)
+    finally:
+        writer.close()
+    return encoded, writer.stats
+
+
 def _finish(
     key: GroupKey,
     scenes: list[_PreparedScene],
     native: PixelGrid,
-    native_path: Path,
+    encoded: Path,
+    composite_stats: EviAccumulator,
     workdir: Path,
     config: JobConfig,
     params: str,
@@ -618,20 +679,6 @@ def _finish(
 ) -> GroupResult:
     raster = config.raster
     grid = _output_grid(native, raster)
-    on_grid = native_path
-    if raster.grid.kind != "native":
-        on_grid = workdir / "warped.tif"
-        resampling = Resampling[raster.resampling]
-        warp_to_grid(
-            native_path,
-            grid,
-            on_grid,
-            {1: resampling, 2: Resampling.nearest, 3: Resampling.nearest},
-            float("nan"),
-        )
-    encoded = workdir / "encoded.tif"
-    composite_stats = EviAccumulator(raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins)
-    _encode_final(on_grid, encoded, grid, raster, composite_stats)
     final_cog = composite_uri(key, config)
     prefix, cog_name = final_cog.rsplit("/", 1)
     stem = cog_name.removesuffix(".tif")
