@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import sys
 import tempfile
@@ -68,7 +69,10 @@ def ship_wheels_to_executors(session: SparkSession) -> list[str]:
     for entry in list(sys.path):
         source = Path(entry)
         if source.suffix == ".whl" and source.is_file():
-            target = Path(tempfile.mkdtemp(prefix="evi-pyfiles-")) / f"{source.stem}.zip"
+            folder = tempfile.mkdtemp(prefix="evi-pyfiles-")
+            # Spark has its own copy once addPyFile returns; this one goes when the driver exits.
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            target = Path(folder) / f"{source.stem}.zip"
             shutil.copyfile(source, target)
             session.sparkContext.addPyFile(str(target))
             shipped.append(str(target))
