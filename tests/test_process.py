@@ -169,6 +169,7 @@ def test_median_composite_and_statistics_equal_an_independent_computation(
         np.quantile(valid, 0.5, method="inverted_cdf"), abs=1e-9
     )
     assert composite.scene_count == 4
+    assert 0 < composite.processing_seconds < 600  # the whole call, timed by process_group
     for row, ref in zip(result.scenes, refs, strict=True):
         expected = expected_scene_evi(ref)
         assert row.product_id == ref.product_id

@@ -84,6 +84,9 @@ class CompositeRow:
     parameter_hash: str
     software_version: str
     processed_at: dt.datetime
+    # Wall-clock seconds of the whole ``process_group`` call (inputs, composite, COG, STAC, publish):
+    # summed over groups it separates the raster work from the Spark overhead of a run.
+    processing_seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
