@@ -46,8 +46,13 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest
 
-# Benchmarks are not part of `make test`: full-size tiles take many minutes.
+# Benchmarks are not part of `make test`: full-size tiles take many minutes (about an hour on 2 cores,
+# plus generating the sample tiles the first time). BENCH_ARGS overrides the speed benchmark's options,
+# e.g. make bench BENCH_ARGS="--factors 6 --repeat 1 --spark-factor 10" for a quick check.
+BENCH_ARGS ?= --factors 1 2 --repeat 3 --tiles 55HBU --spark-tiles 8 --spark-factor 2
 bench: setup
+	bench/install_gdal.sh
+	$(PY) bench/speed.py $(BENCH_ARGS) --work bench/data
 	$(PY) bench/memory.py --factors 1 2 --work bench/data
 	$(PY) bench/gcs_read.py --work bench/data
 	$(PY) bench/report.py

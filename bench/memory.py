@@ -25,16 +25,15 @@ SCENES = 3
 
 
 def archive_for(work: Path, factor: int) -> Path:
-    root = work / f"full_f{factor}"
-    if not (root / "L2" / "index.csv.gz").exists():
-        from evi_udf.sample import SampleSpec, generate_archive
+    """The tile's archive, shared with bench/speed.py and generated (once) in a child process.
 
-        started = time.perf_counter()
-        generate_archive(
-            SampleSpec(out=root, tiles=(TILE,), scenes_per_tile=SCENES, resolution_factor=factor, seed=11)
-        )
-        print(f"generated {root} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return root
+    Generating in this process would raise its peak RSS, and Linux carries a parent's high-water mark
+    into the ``ru_maxrss`` of every child it then starts: the measurements would start from it.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from speed import helper
+
+    return Path(helper("archive", str(work.resolve()), str(factor), TILE)["root"])
 
 
 def run_child(root: Path, out: Path) -> None:
