@@ -201,3 +201,23 @@ def test_run_fails_its_rules_when_too_many_groups_fail(spark, workspace, tmp_pat
     failures = ParquetSink(config.output.root).read("evi_failures")
     group_rows = failures[failures.product_id.isna() & ~failures.stage.str.startswith("catalog:")]
     assert group_rows.message.iloc[0] == f"every scene of {BROKEN_TILE} 2022-01-{BROKEN_DATE[-2:]} failed"
+
+
+@pytest.mark.integration
+def test_python_workers_put_group_files_on_sparks_local_disk(spark) -> None:
+    """The group function's scratch folder goes under the executor's Spark local directory."""
+    from evi_udf.udf import spark_local_dir
+
+    def where(pdf: pd.DataFrame) -> pd.DataFrame:
+        import os
+
+        return pd.DataFrame({"chosen": [spark_local_dir()], "dirs": [os.environ.get("SPARK_LOCAL_DIRS")]})
+
+    found = (
+        spark.createDataFrame([(1,)], "g long")
+        .groupBy("g")
+        .applyInPandas(where, "chosen string, dirs string")
+    )
+    (row,) = found.collect()
+    assert row.dirs and row.chosen == row.dirs.split(",")[0]
+    assert Path(row.chosen).is_dir()

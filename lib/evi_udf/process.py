@@ -532,6 +532,7 @@ def process_group(
     config: JobConfig,
     storage: Storage | None = None,
     now: Callable[[], dt.datetime] | None = None,
+    scratch_dir: str | None = None,
 ) -> GroupResult:
     """Make the EVI composite of one tile and period and every row describing it.
 
@@ -548,6 +549,8 @@ def process_group(
         Reads inputs and publishes outputs (local or ``gs://``); by default built from
         ``config.storage``. Remote bands are downloaded into a temporary folder for the group's
         lifetime, so the executor needs disk for all the group's bands at once.
+    scratch_dir
+        Where that temporary folder goes (default: the system's temporary directory).
 
     Returns
     -------
@@ -557,7 +560,7 @@ def process_group(
         ``processing_seconds`` is the wall-clock time of this whole call.
     """
     started = time.perf_counter()
-    result = _process_group(key, scenes, config, storage, now)
+    result = _process_group(key, scenes, config, storage, now, scratch_dir)
     if result.composite is None:
         return result
     # Timed here rather than in _finish so that the figure includes removing the group's scratch
@@ -572,6 +575,7 @@ def _process_group(
     config: JobConfig,
     storage: Storage | None,
     now: Callable[[], dt.datetime] | None,
+    scratch_dir: str | None,
 ) -> GroupResult:
     raster = config.raster
     params = parameter_hash(raster)
@@ -593,7 +597,10 @@ def _process_group(
             )
         )
 
-    with rasterio.Env(**GDAL_ENV), tempfile.TemporaryDirectory(prefix=f"evi_{key.mgrs_tile}_") as workdir:
+    with (
+        rasterio.Env(**GDAL_ENV),
+        tempfile.TemporaryDirectory(prefix=f"evi_{key.mgrs_tile}_", dir=scratch_dir) as workdir,
+    ):
         prepared: list[_PreparedScene] = []
         for ref in scenes:
             try:

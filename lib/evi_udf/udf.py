@@ -8,6 +8,7 @@ the raster core never sees pandas or Spark.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +99,19 @@ def result_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def spark_local_dir() -> str | None:
+    """The first of Spark's local directories, if this process is a Spark Python worker.
+
+    Spark hands its Python workers the executor's local directories in ``SPARK_LOCAL_DIRS``: the disk
+    sized by ``spark.dataproc.executor.disk.size`` on Dataproc, where a group's downloaded bands
+    belong, rather than a container's small ``/tmp``.
+    """
+    for directory in os.environ.get("SPARK_LOCAL_DIRS", "").split(","):
+        if directory and os.path.isdir(directory):
+            return directory
+    return None
+
+
 def make_group_function(config: JobConfig, run_id: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """The function ``groupBy(...).applyInPandas`` calls for each (tile, period) group.
 
@@ -109,7 +123,7 @@ def make_group_function(config: JobConfig, run_id: str) -> Callable[[pd.DataFram
     def process(group: pd.DataFrame) -> pd.DataFrame:
         try:
             key = group_key_from_pandas(group)
-            result = process_group(key, scene_refs_from_pandas(group), config)
+            result = process_group(key, scene_refs_from_pandas(group), config, scratch_dir=spark_local_dir())
             records = to_result_records("scene", result.scenes) + to_result_records(
                 "failure", result.failures
             )
