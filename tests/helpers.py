@@ -14,6 +14,13 @@ def spark_submit(
     config: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the job exactly as users do: ``spark-submit spark_jobs/evi_job.py --config ...`` in local[2]."""
+    return spark_submit_script("evi_job.py", "--config", str(config), *args, env=env)
+
+
+def spark_submit_script(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``spark-submit --master local[2] spark_jobs/<script> <args>``, with the venv's interpreter."""
     environment = {
         **os.environ,
         **(env or {}),
@@ -28,9 +35,7 @@ def spark_submit(
         "local[2]",
         "--conf",
         "spark.ui.enabled=false",
-        str(REPO / "spark_jobs" / "evi_job.py"),
-        "--config",
-        str(config),
+        str(REPO / "spark_jobs" / script),
         *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=environment)

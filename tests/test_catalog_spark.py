@@ -10,11 +10,13 @@ import dataclasses
 import datetime as dt
 import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import spark_submit_script
 from test_catalog import (
     L2A_55HBU,
     L2A_214,
@@ -293,3 +295,56 @@ def test_plan_and_cli_report(spark, tmp_path: Path, capsys) -> None:
     # 55HBU only: the February and March scenes share the year 2023; 29SND and 55HDU are filtered out.
     assert "2 scenes in 1 groups (tile x year)" in printed
     assert "0 rejected rows" in printed
+
+
+def test_index_cache_job_writes_a_cache_that_selects_like_the_csv(spark, tmp_path: Path) -> None:
+    """``spark_jobs/build_index_cache.py`` as users run it, then the catalog reading its output."""
+    rows = [
+        L2A_55HBU,
+        l2a("hbu-2022", sensing="2022-06-01T00:10:00.000000Z"),
+        L2A_214,
+        L2A_510,
+        l2a("no-url", tile="55HDU", BASE_URL=""),
+        l2a("bad-time", SENSING_TIME="yesterday"),
+        line(l2a("corrupt")) + ",extra",
+    ]
+    csv_path = write_index(tmp_path, rows, name="index.csv.gz")
+    cache = tmp_path / "index-20261201.parquet"
+    job = spark_submit_script("build_index_cache.py", "--source", str(csv_path), "--out", str(cache))
+    assert job.returncode == 0, job.stderr[-3000:]
+    # 7 rows, 1 of them with an extra field; partitions by hand: 55/2023 (55HBU, 55HDU), 55/2022,
+    # 29/2020 (the 02.14 scene and its 05.10 reprocessing), 55/null (bad time), null/null (corrupt).
+    assert f"index cache {cache}: 7 rows (1 with the wrong number of fields) in 5 partitions" in job.stdout
+    assert f"--set catalog.index_uri={cache}" in job.stdout
+
+    config = CatalogConfig(index_uri=str(cache), period="month")
+    selection = select_scenes(spark, config)
+    expected_scenes, expected_rejected = select_scenes_pandas(
+        read_index_pandas(csv_path), dataclasses.replace(config, index_uri=str(csv_path))
+    )
+    # Scenes: both 55HBU rows and the 05.10 product; rejected: its 02.14 original, no-url, bad-time, corrupt.
+    assert len(expected_scenes) == 3 and len(expected_rejected) == 4
+    assert records(selection.scenes.toPandas(), SCENE_INT_COLUMNS) == records(
+        expected_scenes, SCENE_INT_COLUMNS
+    )
+    assert records(selection.rejected.toPandas()) == records(expected_rejected)
+
+    # Wrong outputs are refused with the reason, before anything is written.
+    for out, message in [
+        (str(tmp_path / "index-cache"), "name it *.parquet"),
+        ("gs://bucket/index.parquet", "no gs:// connector"),
+    ]:
+        with pytest.raises(CatalogError, match=re.escape(message)):
+            write_index_parquet(spark, str(csv_path), out)
+    with pytest.raises(CatalogError, match="the source must be the index CSV"):
+        write_index_parquet(spark, str(cache), str(tmp_path / "again.parquet"))
+    failed = spark_submit_script(
+        "build_index_cache.py",
+        "--source",
+        str(tmp_path / "missing.csv.gz"),
+        "--out",
+        str(tmp_path / "x.parquet"),
+    )
+    assert failed.returncode == 1
+    # spark-submit's PythonRunner merges the driver's stderr into its stdout.
+    assert "error: cannot read the Sentinel-2 index" in failed.stdout and "missing.csv.gz" in failed.stdout

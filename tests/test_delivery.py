@@ -54,7 +54,9 @@ def flags_of(*overrides: str, drop: str | None = None) -> list[str]:
     return [f"{flag}={value}" for flag, value in REQUIRED_FLAGS.items() if flag != drop] + list(overrides)
 
 
-def parse_submit(stdout: str) -> tuple[dict[str, str], list[str], list[list[str]]]:
+def parse_submit(
+    stdout: str, job_file: str = "spark_jobs/evi_job.py"
+) -> tuple[dict[str, str], list[str], list[list[str]]]:
     """The gcloud submit line of a dry run: (flags, job arguments, all printed commands)."""
     commands = [shlex.split(line) for line in stdout.splitlines() if line and not line.startswith("#")]
     (submit,) = [c for c in commands if c[:5] == ["gcloud", "dataproc", "batches", "submit", "pyspark"]]
@@ -64,7 +66,7 @@ def parse_submit(stdout: str) -> tuple[dict[str, str], list[str], list[list[str]
         name, _, value = token.partition("=")
         assert name not in flags, f"flag {name} given twice"
         flags[name] = value
-    assert submit[5] == "spark_jobs/evi_job.py"
+    assert submit[5] == job_file
     return flags, submit[separator + 1 :], commands
 
 
@@ -207,10 +209,61 @@ def test_dataset_missing_and_wrong_values_are_named() -> None:
     assert batch.returncode == 2 and "--batch" in batch.stderr
 
 
+def test_index_cache_batch_converts_the_configured_index() -> None:
+    cache = "gs://evi-prod-out/index/L2-20261201.parquet"
+    not_needed = ("--output", "--dataset")
+    flags_without = [f for f in flags_of() if not f.startswith(not_needed)]
+    result = run_script(
+        SUBMIT, "--dry-run", "--batch", "evi-test-cache", "--index-cache", cache, *flags_without
+    )
+    assert result.returncode == 0, result.stderr
+    flags, job_args, commands = parse_submit(result.stdout, job_file="spark_jobs/build_index_cache.py")
+    assert job_args == ["--source", "gs://gcp-public-data-sentinel-2/L2/index.csv.gz", "--out", cache]
+    staging = "gs://evi-prod-deps/evi-udf/evi-test-cache"
+    assert flags["--py-files"] == f"{staging}/evi_udf-{__version__}-py3-none-any.whl"
+    assert flags["--container-image"] == REQUIRED_FLAGS["--image"]
+    assert "--files" not in flags  # the conversion reads no config
+    assert commands[1] == [
+        "gcloud",
+        "storage",
+        "cp",
+        f"dist/evi_udf-{__version__}-py3-none-any.whl",
+        f"{staging}/",
+    ]
+    assert parse_properties(flags["--labels"])["job"] == "index-cache"
+    properties = parse_properties(flags["--properties"])
+    assert not [key for key in properties if "yarn" in key.lower() or key.startswith("spark.shuffle.service")]
+
+    # The EVI batch of the same flags is labelled as such.
+    evi = run_script(SUBMIT, "--dry-run", *flags_of())
+    assert parse_properties(parse_submit(evi.stdout)[0]["--labels"])["job"] == "evi"
+
+    for wrong, message in [
+        ("gs://evi-prod-out/index/L2", "--index-cache: must be a gs:// URI named *.parquet"),
+        ("/tmp/index.parquet", "--index-cache: must be a gs:// URI named *.parquet"),
+    ]:
+        bad = run_script(SUBMIT, "--dry-run", "--index-cache", wrong, *flags_without)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    from_cache = run_script(
+        SUBMIT,
+        "--dry-run",
+        "--index-cache",
+        cache,
+        "--set",
+        "catalog.index_uri=gs://evi-prod-out/index/L2-20261101.parquet",
+        *flags_without,
+    )
+    assert from_cache.returncode == 2 and "built from the index CSV" in from_cache.stderr
+    missing = run_script(SUBMIT, "--dry-run", "--index-cache", cache, *flags_of(drop="--project"))
+    assert missing.returncode == 2 and "dataproc.project (--project)" in missing.stderr
+    both = run_script(SUBMIT, "--dry-run", "--index-cache", cache, "--overwrite", *flags_without)
+    assert both.returncode == 2 and "--overwrite" in both.stderr
+
+
 def test_help_explains_every_required_setting() -> None:
     result = run_script(SUBMIT, "--help")
     assert result.returncode == 0
-    for flag in [*REQUIRED_FLAGS, "--dry-run", "--set", "--subnet", "--max-executors"]:
+    for flag in [*REQUIRED_FLAGS, "--dry-run", "--set", "--subnet", "--max-executors", "--index-cache"]:
         assert flag in result.stdout
 
 

@@ -7,6 +7,10 @@ A submission is three commands, printed by ``--dry-run`` and otherwise run in or
    (one folder per batch, so a running batch never sees its files replaced);
 3. ``gcloud dataproc batches submit pyspark spark_jobs/evi_job.py ... -- --config <staged config>``.
 
+With ``--index-cache gs://...parquet`` the batch instead runs ``spark_jobs/build_index_cache.py`` once,
+converting ``catalog.index_uri`` (the gzip CSV) into the partitioned Parquet cache that later batches
+read in parallel; it needs the Dataproc settings but neither an output root nor a dataset.
+
 The staged configuration is the YAML file with every flag and ``--set`` applied and every default
 spelled out, so the batch's inputs are exactly what the folder shows. Settings a submission cannot do
 without are checked before anything runs, and all missing ones are reported at once.
@@ -35,6 +39,7 @@ from evi_udf.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB_FILE = "spark_jobs/evi_job.py"
+INDEX_CACHE_JOB_FILE = "spark_jobs/build_index_cache.py"
 STAGING_FOLDER = "evi-udf"
 WHEEL_NAME = f"evi_udf-{__version__}-py3-none-any.whl"
 # Dataproc batch ids: 4-63 characters, lowercase letters, digits and hyphens, starting with a letter.
@@ -50,6 +55,8 @@ REQUIRED_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("output.root", "--output", "gs://BUCKET/PREFIX for the COGs, STAC items and run reports"),
     ("sink.dataset", "--dataset", "the BigQuery dataset of the EVI tables"),
 )
+# The index cache batch writes no COGs and no tables.
+_NOT_NEEDED_FOR_INDEX_CACHE = ("output.root", "sink.dataset")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +69,8 @@ class Submission:
     local_config: Path
     overwrite: bool = False
     run_async: bool = False
+    # Set: the batch converts the index into this Parquet cache instead of running the EVI job.
+    index_cache_uri: str | None = None
 
     @property
     def staged_wheel(self) -> str:
@@ -89,10 +98,12 @@ def _get(data: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def resolve_config(path: str, overrides: Sequence[str]) -> JobConfig:
+def resolve_config(path: str, overrides: Sequence[str], index_cache_uri: str | None = None) -> JobConfig:
     """The job configuration of a submission, with every setting a batch needs checked.
 
-    ``sink.project`` defaults to ``dataproc.project`` and the sink is BigQuery.
+    ``sink.project`` defaults to ``dataproc.project`` and the sink is BigQuery. With
+    ``index_cache_uri`` (an index cache batch), the output root and dataset are not required and the
+    cache URI is checked instead.
 
     Raises
     ------
@@ -100,9 +111,19 @@ def resolve_config(path: str, overrides: Sequence[str]) -> JobConfig:
         Listing every missing required setting with its flag, or the first invalid value.
     """
     data = load_mapping(path, overrides)
-    problems = [
-        f"  {key} ({flag}): {what}" for key, flag, what in REQUIRED_SETTINGS if _get(data, key) in (None, "")
+    required = [
+        setting
+        for setting in REQUIRED_SETTINGS
+        if index_cache_uri is None or setting[0] not in _NOT_NEEDED_FOR_INDEX_CACHE
     ]
+    problems = [f"  {key} ({flag}): {what}" for key, flag, what in required if _get(data, key) in (None, "")]
+    if index_cache_uri is not None:
+        if not (index_cache_uri.startswith("gs://") and index_cache_uri.rstrip("/").endswith(".parquet")):
+            problems.append(f"  --index-cache: must be a gs:// URI named *.parquet, got {index_cache_uri!r}")
+        if str(_get(data, "catalog.index_uri") or "").rstrip("/").endswith(".parquet"):
+            problems.append("  catalog.index_uri: the index cache is built from the index CSV, not a cache")
+        if _get(data, "output.root") in (None, ""):
+            data.setdefault("output", {}).pop("root", None)  # not used by this batch
     root = _get(data, "output.root")
     if root and not str(root).startswith("gs://"):
         problems.append(f"  output.root (--output): must be a gs:// URI on Dataproc, got {root!r}")
@@ -145,10 +166,11 @@ def _joined(values: dict[str, str]) -> str:
     return f"^{delimiter}^" + delimiter.join(pairs)
 
 
-def batch_labels(config: JobConfig) -> dict[str, str]:
-    """The batch's labels: the package version and compositor (for cost reports), then the config's."""
+def batch_labels(config: JobConfig, job: str = "evi") -> dict[str, str]:
+    """The batch's labels: the job, package version and compositor (for cost reports), then the config's."""
     return {
         "app": "sentinel2-evi",
+        "job": job,
         "evi-udf-version": __version__.replace(".", "-"),
         "compositor": config.raster.compositor.replace("_", "-"),
         **config.dataproc.labels,
@@ -160,22 +182,17 @@ def commands(submission: Submission, python: str = sys.executable) -> list[list[
     config = submission.config
     dataproc = config.dataproc
     assert dataproc.deps_bucket and dataproc.region and dataproc.project  # checked by resolve_config
+    building_cache = submission.index_cache_uri is not None
     build = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "dist", "."]
-    stage = [
-        "gcloud",
-        "storage",
-        "cp",
-        f"dist/{WHEEL_NAME}",
-        str(submission.local_config),
-        f"{submission.staging_uri}/",
-    ]
+    staged_files = [f"dist/{WHEEL_NAME}", *([] if building_cache else [str(submission.local_config)])]
+    stage = ["gcloud", "storage", "cp", *staged_files, f"{submission.staging_uri}/"]
     submit = [
         "gcloud",
         "dataproc",
         "batches",
         "submit",
         "pyspark",
-        JOB_FILE,
+        INDEX_CACHE_JOB_FILE if building_cache else JOB_FILE,
         f"--project={dataproc.project}",
         f"--region={dataproc.region}",
         f"--batch={submission.batch_id}",
@@ -183,7 +200,7 @@ def commands(submission: Submission, python: str = sys.executable) -> list[list[
         f"--container-image={dataproc.container_image}",
         f"--deps-bucket={dataproc.deps_bucket}",
         f"--py-files={submission.staged_wheel}",
-        f"--files={submission.staged_config}",
+        *([] if building_cache else [f"--files={submission.staged_config}"]),
         f"--service-account={dataproc.service_account}",
     ]
     if dataproc.subnet:
@@ -192,14 +209,17 @@ def commands(submission: Submission, python: str = sys.executable) -> list[list[
         submit.append(f"--history-server-cluster={dataproc.history_server_cluster}")
     submit += [
         f"--properties={_joined(dataproc.spark_properties())}",
-        f"--labels={_joined(batch_labels(config))}",
+        f"--labels={_joined(batch_labels(config, 'index-cache' if building_cache else 'evi'))}",
         f"--ttl={dataproc.ttl}",
     ]
     if submission.run_async:
         submit.append("--async")
-    submit += ["--", "--config", submission.staged_config]
-    if submission.overwrite:
-        submit.append("--overwrite")
+    if submission.index_cache_uri is not None:
+        submit += ["--", "--source", config.catalog.index_uri, "--out", submission.index_cache_uri]
+    else:
+        submit += ["--", "--config", submission.staged_config]
+        if submission.overwrite:
+            submit.append("--overwrite")
     return [build, stage, submit]
 
 
@@ -225,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch", help="batch id (default: <batch_prefix>-<UTC time>-<random>)")
     parser.add_argument("--overwrite", action="store_true", help="reprocess groups that are already done")
+    parser.add_argument(
+        "--index-cache",
+        metavar="GS_URI",
+        help="instead of the EVI job, convert catalog.index_uri once into this Parquet cache "
+        "(gs://BUCKET/.../index-DATE.parquet); then use it as catalog.index_uri",
+    )
     parser.add_argument("--async", dest="run_async", action="store_true", help="return once submitted")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     return parser
@@ -232,13 +258,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/submit.sh``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.index_cache and args.overwrite:
+        parser.error("--overwrite is for the EVI job; an index cache batch always replaces its output")
     overrides = [f"{key}={value}" for key, _, _ in REQUIRED_SETTINGS if (value := getattr(args, key))]
     for key in ("dataproc.subnet", "dataproc.max_executors"):
         if getattr(args, key):
             overrides.append(f"{key}={getattr(args, key)}")
     try:
-        config = resolve_config(args.config, [*overrides, *args.set])
+        config = resolve_config(args.config, [*overrides, *args.set], args.index_cache)
     except ConfigError as exc:
         print(f"submit: {exc}", file=sys.stderr)
         return 2
@@ -260,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ).relative_to(REPO_ROOT),
         overwrite=args.overwrite,
         run_async=args.run_async,
+        index_cache_uri=args.index_cache,
     )
     steps = commands(submission)
     if args.dry_run:
