@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evi_udf.evi import EviRules, compute_evi
-from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, has_valid_dn, scl_clear_mask
+from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, scl_clear_mask
 
 
 def test_reflectance_with_the_baseline_04_offset() -> None:
@@ -89,10 +89,3 @@ def test_evi_valid_range_is_configurable() -> None:
     result = compute_evi(blue, red, nir, EviRules(valid_min=-1.0, valid_max=0.5))
     assert math.isnan(float(result.values[0]))
     assert result.out_of_range == 1
-
-
-def test_has_valid_dn_is_false_only_for_no_data_and_saturation() -> None:
-    assert not has_valid_dn(np.array([[0, 65535], [0, 0]], dtype=np.uint16))
-    assert has_valid_dn(np.array([[0, 65535], [1, 0]], dtype=np.uint16))
-    assert has_valid_dn(np.array([[65534]], dtype=np.uint16))
-    assert not has_valid_dn(np.zeros((0, 4), dtype=np.uint16))  # an empty block has no data either

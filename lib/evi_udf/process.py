@@ -44,7 +44,7 @@ from evi_udf.errors import EviError, MetadataError
 from evi_udf.evi import EviRules, compute_evi
 from evi_udf.grid import PixelGrid, SharedGrid, block_windows
 from evi_udf.metadata import ProductMetadata, parse_cloud_mask_gml, parse_product_metadata
-from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, has_valid_dn, scl_clear_mask
+from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, scl_clear_mask
 from evi_udf.raster_io import (
     GDAL_ENV,
     dataset_grid,
@@ -153,14 +153,10 @@ def _prepare_scene(ref: SceneRef, config: RasterConfig, store: Storage, inputs: 
 
 @dataclasses.dataclass
 class _RawBlock:
-    """What one scene's files hold over one block: DN per band and the cloud mask layer(s).
-
-    ``empty``: B02 has no valid DN in the block, so nothing else was decoded (``dn`` holds B02 only).
-    """
+    """What one scene's files hold over one block: DN per band and the cloud mask layer(s)."""
 
     dn: dict[str, np.ndarray]
     mask: np.ndarray | None
-    empty: bool = False
 
 
 def _read_scene_block(
@@ -170,18 +166,8 @@ def _read_scene_block(
     window: Window,
     resampling: Resampling,
 ) -> _RawBlock:
-    """Decode one scene's bands and mask over one block (I/O only, no arithmetic).
-
-    B02 is decoded first. Where it has no valid DN in the block (outside the swath), no pixel of the
-    block can have EVI or count as data, whatever the other bands and the mask hold, so they are not
-    decoded (2/3 of the 10 m decoding, and the mask, saved on such blocks).
-    """
-    first, *others = EVI_BANDS
-    dn = {first: read_block(datasets[first], grid, window, resampling, nodata=0)}
-    if not has_valid_dn(dn[first]):
-        return _RawBlock(dn, mask=None, empty=True)
-    for band in others:
-        dn[band] = read_block(datasets[band], grid, window, resampling, nodata=0)
+    """Decode one scene's bands and mask over one block (I/O only, no arithmetic)."""
+    dn = {band: read_block(datasets[band], grid, window, resampling, nodata=0) for band in EVI_BANDS}
     mask: np.ndarray | None = None
     if scene.mask_kind == "scl":
         mask = read_block(datasets["mask"], grid, window, Resampling.nearest)
@@ -196,12 +182,6 @@ def _scene_evi(
     scene: _PreparedScene, raw: _RawBlock, grid: PixelGrid, window: Window, config: RasterConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """EVI of one scene over one block (NaN = not a clear valid observation) and its data coverage."""
-    if raw.empty:
-        # What the full computation gives when B02 is NaN everywhere: no EVI, no data, nothing masked.
-        shape = (int(window.height), int(window.width))
-        values = np.full(shape, np.nan, dtype=np.float32)
-        scene.accumulator.add(values, masked=0, nodata=values.size, invalid=0)
-        return values, np.zeros(shape, dtype=bool)
     reflectance = {
         band: dn_to_reflectance(raw.dn[band], scene.metadata.offset(band), scene.metadata.quantification)
         for band in EVI_BANDS

@@ -58,11 +58,6 @@ def dn_to_reflectance(dn: np.ndarray, offset: float, quantification: float) -> n
     return reflectance
 
 
-def has_valid_dn(dn: np.ndarray) -> bool:
-    """True if any DN is neither no data (0) nor saturated (65535), i.e. any pixel has reflectance."""
-    return bool(np.any((dn != NODATA_DN) & (dn != SATURATED_DN)))
-
-
 def scl_clear_mask(scl: np.ndarray, clear_classes: Iterable[int] = DEFAULT_SCL_CLEAR_CLASSES) -> np.ndarray:
     """True where the Scene Classification says the pixel is clear (one of ``clear_classes``)."""
     return np.isin(scl, np.fromiter(clear_classes, dtype=scl.dtype))
