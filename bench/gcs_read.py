@@ -10,7 +10,7 @@ A counting proxy between the reader and the emulator records HTTP requests and b
 no network latency, so the times here only bound the CPU cost; the request count is what scales with
 real GCS latency (each request costs one round trip, tens of milliseconds from Dataproc).
 
-    .venv/bin/python bench/gcs_read.py [--work bench/data]
+    .venv/bin/python bench/gcs_read.py [--work bench/data] [--factor 1]
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def child(mode: str, uri: str, scratch: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("bench/data"))
+    parser.add_argument(
+        "--factor", type=int, default=1, help="resolution factor of the band (1 = full size, the result)"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -64,7 +67,7 @@ def main() -> int:
     from faulty_proxy import faulty_proxy
     from memory import archive_for
 
-    root = archive_for(args.work, 1)
+    root = archive_for(args.work, args.factor)
     band = next((root / "L2").rglob("*_B08_10m.jp2"))
     from conftest import _free_port, _start_server
 
