@@ -19,7 +19,7 @@ whose overhead is what the job's wall time holds beyond the groups' own ``proces
 Results go to ``bench/results/speed.json``; ``bench/report.py`` writes them into BENCHMARKS.md.
 
     .venv/bin/python bench/speed.py [--factors 1 2] [--repeat 3] [--tiles 55HBU] [--spark-tiles 8]
-        [--spark-factor 2] [--work bench/data]
+        [--spark-factor 1] [--work bench/data]
 
 Run it from the repository root. Sample archives are generated once per (factor, tiles) under
 ``--work`` and reused; full-size tiles take minutes each to generate.
@@ -553,7 +553,7 @@ def main() -> int:
         default=8,
         help=f"tiles of the Spark run, the first N of {' '.join(SPARK_TILE_POOL)}; 0 skips it",
     )
-    parser.add_argument("--spark-factor", type=int, default=2, help="resolution factor of the Spark run")
+    parser.add_argument("--spark-factor", type=int, default=1, help="resolution factor of the Spark run")
     parser.add_argument("--spark-repeat", type=int, default=1, help="Spark runs (median reported)")
     parser.add_argument("--work", type=Path, default=Path("bench/data"), help="data and scratch folder")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON")
