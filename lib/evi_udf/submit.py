@@ -214,8 +214,8 @@ def commands(submission: Submission, python: str = sys.executable) -> list[list[
     ]
     if submission.run_async:
         submit.append("--async")
-    if submission.index_cache_uri is not None:
-        submit += ["--", "--source", config.catalog.index_uri, "--out", submission.index_cache_uri]
+    if building_cache:
+        submit += ["--", "--source", config.catalog.index_uri, "--out", str(submission.index_cache_uri)]
     else:
         submit += ["--", "--config", submission.staged_config]
         if submission.overwrite:
