@@ -396,8 +396,8 @@ def write_index_parquet(spark: SparkSession, csv_uri: str, out_uri: str) -> Inde
     Raises
     ------
     CatalogError
-        If ``out_uri`` is not named ``*.parquet``, is the source itself, or cannot be written; and as
-        :func:`read_index` for the source.
+        If ``out_uri`` is not named ``*.parquet`` or cannot be written (``gs://`` without the
+        connector), if ``csv_uri`` is a cache itself; and as :func:`read_index` for the source.
     """
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
