@@ -203,22 +203,32 @@ def split_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def write_mosaic(cogs: Sequence[Path], destination: Path, width: int) -> Path | None:
-    """A colour-mapped PNG of the given composites on one geographic canvas ``width`` pixels wide."""
+    """A colour-mapped PNG of the given composites on one geographic canvas ``width`` pixels wide.
+
+    Each composite is warped from its coarsest overview that is still finer than the canvas: warping
+    the full-resolution band would decode all of it for a picture a few hundred pixels across.
+    """
     if not cogs or width <= 0:
         return None
-    bounds = []
+    bounds, scales, sizes_and_factors = [], [], []
     for cog in cogs:
         with rasterio.open(cog) as dataset:
             bounds.append(transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds, densify_pts=21))
+            scales.append(np.float32(dataset.scales[0]))
+            sizes_and_factors.append((dataset.width, dataset.overviews(1)))
     west, south = min(b[0] for b in bounds), min(b[1] for b in bounds)
     east, north = max(b[2] for b in bounds), max(b[3] for b in bounds)
     step = (east - west) / width
     height = max(1, round((north - south) / step))
     transform = rasterio.Affine(step, 0, west, 0, -step, north)
     canvas = np.full((height, width), np.nan, dtype=np.float32)
-    for cog in cogs:
+    for cog, box, scale, (cog_width, factors) in zip(cogs, bounds, scales, sizes_and_factors, strict=True):
+        # Source pixels per canvas pixel across the composite's width.
+        decimation = cog_width * step / (box[2] - box[0])
+        finer = [level for level, factor in enumerate(factors) if factor <= decimation]
+        options = {"overview_level": finer[-1]} if finer else {}
         with (
-            rasterio.open(cog) as dataset,
+            rasterio.open(cog, **options) as dataset,
             WarpedVRT(
                 dataset,
                 crs="EPSG:4326",
@@ -228,7 +238,7 @@ def write_mosaic(cogs: Sequence[Path], destination: Path, width: int) -> Path | 
                 resampling=Resampling.nearest,
             ) as warped,
         ):
-            band = warped.read(1, masked=True).astype(np.float32) * np.float32(dataset.scales[0])
+            band = warped.read(1, masked=True).astype(np.float32) * scale
             values = band.filled(np.nan)
             canvas = np.where(np.isfinite(values), values, canvas)
     destination.parent.mkdir(parents=True, exist_ok=True)
