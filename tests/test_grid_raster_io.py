@@ -11,9 +11,10 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.warp import reproject
+from rio_cogeo.cogeo import cog_validate
 
 from evi_udf.grid import PixelGrid, SharedGrid, block_windows
-from evi_udf.raster_io import dataset_grid, open_raster, read_block
+from evi_udf.raster_io import dataset_grid, open_raster, read_block, write_cog
 
 RasterFactory = Callable[..., Path]
 
@@ -193,3 +194,32 @@ def test_opening_a_missing_or_corrupt_file_names_it(tmp_path: Path) -> None:
     corrupt.write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"garbage" * 10)
     with pytest.raises(RasterReadError, match="corrupt.jp2"):
         open_raster(str(corrupt))
+
+
+def test_cog_has_average_overviews_and_validates(make_raster: RasterFactory, tmp_path: Path) -> None:
+    data = np.zeros((1100, 1100), dtype=np.int16)
+    data[:, 550:] = 4000  # two halves: the overview pixel on the boundary averages nothing across it
+    data[:4, :4] = -32768  # a nodata corner
+    with rasterio.open(make_raster(data, "EPSG:32755", 200000, 5900000, 10.0, nodata=-32768), "r") as src:
+        profile = src.profile
+    source = tmp_path / "tiled.tif"
+    with rasterio.open(
+        source, "w", **{**profile, "tiled": True, "blockxsize": 256, "blockysize": 256}
+    ) as dst:
+        dst.write(data, 1)
+    cog = tmp_path / "out.tif"
+    write_cog(source, cog, "zstd", tags={"MGRS_TILE": "55HBU"})
+    assert cog_validate(str(cog))[0]
+    with rasterio.open(cog) as dataset:
+        assert dataset.overviews(1) == [2, 4]  # 1100 -> 550 -> 275 (fits a 512 px block)
+        assert dataset.tags()["MGRS_TILE"] == "55HBU"
+        np.testing.assert_array_equal(dataset.read(1), data)
+    with rasterio.open(cog, overview_level=0) as half:
+        overview = half.read(1)
+    # Means of 2 x 2 pixels, worked out from the halves: 0 left of column 275, 4000 from it on, and
+    # nodata where all four pixels are nodata.
+    assert overview.shape == (550, 550)
+    expected = np.zeros((550, 550), dtype=np.int16)
+    expected[:, 275:] = 4000
+    expected[:2, :2] = -32768
+    np.testing.assert_array_equal(overview, expected)
