@@ -46,8 +46,8 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest
 
-# Benchmarks are not part of `make test`: full-size tiles take long (about 2 hours on 2 cores,
-# plus generating the sample tiles the first time). BENCH_ARGS, MEMORY_ARGS and GCS_ARGS override the
+# Benchmarks are not part of `make test`: full-size tiles take long (~45 min on 2 cores, plus ~65 min
+# to generate the sample tiles the first time). BENCH_ARGS, MEMORY_ARGS and GCS_ARGS override the
 # options of the speed, memory and GCS-read benchmarks; a quick check of the whole chain (not results):
 #   make bench BENCH_ARGS="--factors 10 --repeat 1 --spark-tiles 2 --spark-factor 10" \
 #       MEMORY_ARGS="--factors 10" GCS_ARGS="--factor 10"
