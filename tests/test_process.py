@@ -159,6 +159,8 @@ def assert_composite_matches(result: GroupResult, refs: list[SceneRef]) -> None:
 
 
 @pytest.mark.integration
+# The quick-look PNG is not georeferenced by design; rasterio warns when it opens it.
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_median_composite_and_statistics_equal_an_independent_computation(
     archive: Path, tmp_path: Path
 ) -> None:
