@@ -50,8 +50,11 @@ def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def flags_of(*overrides: str, drop: str | None = None) -> list[str]:
-    return [f"{flag}={value}" for flag, value in REQUIRED_FLAGS.items() if flag != drop] + list(overrides)
+def flags_of(*overrides: str, drop: str | tuple[str, ...] = ()) -> list[str]:
+    dropped = (drop,) if isinstance(drop, str) else drop
+    return [f"{flag}={value}" for flag, value in REQUIRED_FLAGS.items() if flag not in dropped] + list(
+        overrides
+    )
 
 
 def parse_submit(
@@ -187,6 +190,16 @@ def test_a_missing_required_setting_stops_before_anything_runs(missing: str, key
     assert result.returncode == 2
     assert key in result.stderr
     assert "gcloud" not in result.stdout
+
+
+def test_an_empty_flag_is_missing_not_the_config_files_value() -> None:
+    # conf/dataproc.yaml has a dataset; `--dataset "$UNSET"` must not silently fall back to it.
+    result = run_script(
+        SUBMIT, "--dry-run", *flags_of("--dataset=", "--image=", drop=("--dataset", "--image"))
+    )
+    assert result.returncode == 2
+    assert "sink.dataset (--dataset)" in result.stderr
+    assert "dataproc.container_image (--image)" in result.stderr
 
 
 def test_dataset_missing_and_wrong_values_are_named() -> None:

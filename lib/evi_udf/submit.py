@@ -262,7 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.index_cache and args.overwrite:
         parser.error("--overwrite is for the EVI job; an index cache batch always replaces its output")
-    overrides = [f"{key}={value}" for key, _, _ in REQUIRED_SETTINGS if (value := getattr(args, key))]
+    # `is not None`: an explicitly empty flag (an unset shell variable in quotes) must be reported as
+    # missing, not fall back silently to the config file's value.
+    overrides = [
+        f"{key}={value}" for key, _, _ in REQUIRED_SETTINGS if (value := getattr(args, key)) is not None
+    ]
     for key in ("dataproc.subnet", "dataproc.max_executors"):
         if getattr(args, key):
             overrides.append(f"{key}={getattr(args, key)}")
