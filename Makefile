@@ -46,10 +46,11 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest
 
-# Benchmarks are not part of `make test`: full-size tiles take long (~70 min on 2 cores, plus ~65 min
+# Benchmarks are not part of `make test`: full-size tiles take long (~80 min on 2 cores, plus ~60 min
 # to generate the sample tiles the first time). The speed tiles are 55HBU (fully covered) and 54HXD
-# (a swath edge leaves one scene without data over half the tile). BENCH_ARGS, MEMORY_ARGS and GCS_ARGS override the
-# options of the speed, memory and GCS-read benchmarks; a quick check of the whole chain (not results):
+# (a swath edge leaves one scene without data over half the tile). BENCH_ARGS, MEMORY_ARGS and
+# GCS_ARGS override the options of the speed, memory and GCS-read benchmarks; a quick check of the
+# whole chain (not results):
 #   make bench BENCH_ARGS="--factors 10 --repeat 1 --spark-tiles 2 --spark-factor 10" \
 #       MEMORY_ARGS="--factors 10" GCS_ARGS="--factor 10"
 BENCH_ARGS ?= --factors 1 2 --repeat 3 --tiles 55HBU 54HXD --spark-tiles 8 --spark-factor 1

@@ -88,9 +88,14 @@ def superset_archive(work: Path, factor: int, tiles: tuple[str, ...]) -> Path | 
     prefix = f"s2_f{factor}_"
     for candidate in sorted(work.glob(f"{prefix}*")):
         held = tuple(candidate.name[len(prefix) :].split("-"))
-        if (candidate / ".complete").exists() and held[0] == tiles[0] and set(tiles) <= set(held):
+        if (candidate / ".complete").exists() and archive_serves(held, tiles):
             return candidate
     return None
+
+
+def archive_serves(held: tuple[str, ...], tiles: tuple[str, ...]) -> bool:
+    """Whether an archive generated for ``held`` serves ``tiles`` (see :func:`superset_archive`)."""
+    return bool(held) and held[0] == tiles[0] and set(tiles) <= set(held)
 
 
 def child_archive(work: Path, factor: int, tiles: tuple[str, ...]) -> Path:
@@ -608,8 +613,7 @@ def main() -> int:
         "complete": False,
     }
     spark_tiles = SPARK_TILE_POOL[: args.spark_tiles]
-    spark_holds_tiles = bool(spark_tiles) and tiles[0] == spark_tiles[0] and set(tiles) <= set(spark_tiles)
-    if spark_holds_tiles and args.spark_factor in args.factors:
+    if args.spark_factor in args.factors and archive_serves(spark_tiles, tiles):
         # Generate the Spark run's archive first: it holds the measured tiles, which then are not
         # generated a second time (superset_archive).
         helper("archive", str(work), str(args.spark_factor), *spark_tiles)

@@ -210,19 +210,20 @@ def write_mosaic(cogs: Sequence[Path], destination: Path, width: int) -> Path | 
     """
     if not cogs or width <= 0:
         return None
-    bounds, scales, sizes_and_factors = [], [], []
+    # Per composite: geographic bounds, EVI scale, width and overview factors (one open per file).
+    described = []
     for cog in cogs:
         with rasterio.open(cog) as dataset:
-            bounds.append(transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds, densify_pts=21))
-            scales.append(np.float32(dataset.scales[0]))
-            sizes_and_factors.append((dataset.width, dataset.overviews(1)))
+            box = transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds, densify_pts=21)
+            described.append((box, np.float32(dataset.scales[0]), dataset.width, dataset.overviews(1)))
+    bounds = [box for box, *_ in described]
     west, south = min(b[0] for b in bounds), min(b[1] for b in bounds)
     east, north = max(b[2] for b in bounds), max(b[3] for b in bounds)
     step = (east - west) / width
     height = max(1, round((north - south) / step))
     transform = rasterio.Affine(step, 0, west, 0, -step, north)
     canvas = np.full((height, width), np.nan, dtype=np.float32)
-    for cog, box, scale, (cog_width, factors) in zip(cogs, bounds, scales, sizes_and_factors, strict=True):
+    for cog, (box, scale, cog_width, factors) in zip(cogs, described, strict=True):
         # Source pixels per canvas pixel across the composite's width.
         decimation = cog_width * step / (box[2] - box[0])
         finer = [level for level, factor in enumerate(factors) if factor <= decimation]
