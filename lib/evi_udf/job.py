@@ -1,10 +1,20 @@
-"""The Spark job: index -> groups -> ``applyInPandas`` -> rasters and statistics tables.
+"""The Spark job: index -> groups -> ``applyInPandas`` -> committed groups -> tables.
 
-:func:`run` is what ``spark_jobs/evi_job.py`` calls. It selects scenes with the catalog, skips groups
-whose composite already exists for the same parameters (unless overwriting), spreads the remaining
-groups one per task, processes them with :func:`evi_udf.udf.make_group_function`, and hands the
-composite, scene and failure rows to the injected sink. It ends with a run report (printed and
-written as JSON next to the outputs) and a quick-look mosaic of the run's composites.
+:func:`run` is what ``spark_jobs/evi_job.py`` calls. It is a short sequence of steps:
+
+1. **plan**: select scenes with the catalog, compute each group's scene-set fingerprint (one Spark
+   job) and list the ledger (:mod:`evi_udf.ledger`): each group is new, changed, failed or done;
+2. **process**: the groups that are not done, one per task; each task publishes its outputs and then
+   its commit record, and returns the committed rows;
+3. **load**: the tables take every current commit they do not hold yet, this run's and any earlier
+   run's (read from the records by one Spark job), and the run's rejected index rows;
+4. **clean**: records and outputs of commits that are no longer current are deleted, once the tables
+   point at the newer ones;
+5. **report**: a run report (printed and written as JSON next to the outputs) and a quick-look mosaic
+   of the composites this run made.
+
+A run killed at any point leaves only complete commit records behind, so a plain rerun processes the
+groups that have none and loads whatever the tables lack.
 """
 
 from __future__ import annotations
@@ -12,11 +22,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,13 +38,26 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
-from evi_udf.catalog import select_scenes
+from evi_udf.catalog import RAW_COLUMNS, CatalogSelection, select_scenes
 from evi_udf.config import JobConfig
-from evi_udf.process import composite_uri, evi_to_rgba, parameter_hash, write_png
+from evi_udf.errors import StorageError
+from evi_udf.ledger import (
+    SPARK_GENERATION_TIME_PATTERN,
+    Commit,
+    GroupPlan,
+    Ledger,
+    PlannedGroup,
+    latest_commits,
+    parameter_hash,
+    plan_groups,
+    scene_set_fingerprint,
+    superseded_files,
+)
+from evi_udf.process import evi_to_rgba, write_png
 from evi_udf.schema import (
     TABLE_NAMES,
-    FailureRow,
     GroupKey,
+    RejectedRow,
     result_spark_schema,
     table_columns,
     to_result_records,
@@ -50,26 +74,40 @@ GROUP_COLUMNS = ("mgrs_tile", "period", "period_start", "period_end")
 class ResultSink(Protocol):
     """Where the result tables go (local Parquet, BigQuery)."""
 
-    def write(self, tables: dict[str, pd.DataFrame], replaced_groups: set[tuple[str, str, str]]) -> None:
-        """Merge one run's rows; the rows of ``replaced_groups`` (tile, period, hash) are replaced."""
+    def held_commits(self) -> dict[tuple[str, str, str], str]:
+        """(tile, period, parameter hash) -> the commit id the tables hold for each group."""
+
+    def load(self, tables: Mapping[str, pd.DataFrame], run_id: str) -> None:
+        """Load commits' rows (a newer commit of a group replaces the group's rows) and rejected rows."""
 
 
 @dataclasses.dataclass(frozen=True)
 class RunReport:
-    """What a run did, for people (printed) and machines (JSON next to the outputs)."""
+    """What a run did, for people (printed) and machines (JSON next to the outputs).
+
+    Counts of rows (scenes, failures, rejected index rows) are those of the rows this run wrote to
+    the tables: the commits it made, and the rejected lines of its selection.
+    """
 
     run_id: str
     status: str
     started_at: str
     wall_seconds: float
     groups_planned: int
+    groups_new: int
+    groups_changed: int
+    groups_retried: int
     groups_skipped: int
     groups_processed: int
     groups_failed: int
+    groups_uncommitted: int
     failed_share: float
+    commits_loaded: int
+    commits_recovered: int
     scenes_read: int
     scenes_failed: int
     rejected_index_rows: int
+    superseded_files_deleted: int
     total_pixels: int
     valid_pixels: int
     output_root: str
@@ -82,8 +120,11 @@ class RunReport:
         return "\n".join(
             [
                 f"run {self.run_id}: {self.status.upper()} in {self.wall_seconds:.1f} s",
-                f"  groups: {self.groups_planned} planned, {self.groups_processed} processed, "
+                f"  groups: {self.groups_planned} planned ({self.groups_new} new, {self.groups_changed} "
+                f"changed, {self.groups_retried} retried), {self.groups_processed} processed, "
                 f"{self.groups_skipped} skipped (already done), {self.groups_failed} failed",
+                f"  tables: {self.commits_loaded} commits loaded "
+                f"({self.commits_recovered} made by earlier runs)",
                 f"  scenes: {self.scenes_read} read, {self.scenes_failed} failed; "
                 f"{self.rejected_index_rows} index rows rejected",
                 f"  pixels: {self.valid_pixels:,} valid EVI of {self.total_pixels:,} in the composites",
@@ -98,16 +139,57 @@ def new_run_id(now: dt.datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
-def _group_keys(scenes: DataFrame) -> list[tuple[GroupKey, int]]:
+def planned_groups(scenes: DataFrame) -> list[PlannedGroup]:
+    """Every (tile, period) group of the selection with its scene count and scene-set fingerprint.
+
+    One Spark job, whatever the number of groups; the fingerprint lines are formatted by Spark in the
+    session time zone (UTC), exactly as :func:`evi_udf.ledger.fingerprint_of` formats them in a task.
+    """
     from pyspark.sql import functions as F
 
+    generation = F.coalesce(F.date_format("generation_time", SPARK_GENERATION_TIME_PATTERN), F.lit(""))
+    line = F.concat_ws("|", "product_id", "processing_baseline", generation)
     rows = (
         scenes.groupBy(*GROUP_COLUMNS)
-        .agg(F.count("*").alias("scenes"))
+        .agg(F.count("*").alias("scenes"), F.collect_list(line).alias("lines"))
         .orderBy(F.desc("scenes"), "mgrs_tile", "period")
         .collect()
     )
-    return [(GroupKey(r.mgrs_tile, r.period, r.period_start, r.period_end), r.scenes) for r in rows]
+    return [
+        PlannedGroup(
+            GroupKey(r.mgrs_tile, r.period, r.period_start, r.period_end),
+            r.scenes,
+            scene_set_fingerprint(r.lines),
+        )
+        for r in rows
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """The scenes a run selected and what it does with each group."""
+
+    selection: CatalogSelection
+    groups: list[GroupPlan]
+
+    @property
+    def todo(self) -> list[GroupPlan]:
+        return [plan for plan in self.groups if plan.todo]
+
+    def count(self, state: str) -> int:
+        return sum(1 for plan in self.groups if plan.state == state)
+
+
+def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
+    """Select scenes and decide, from one listing of the ledger, which groups to (re)make."""
+    selection = select_scenes(spark, config.catalog)
+    plans = plan_groups(
+        planned_groups(selection.scenes),
+        ledger.list_commits(),
+        parameter_hash(config.raster),
+        config.run.overwrite,
+    )
+    return RunPlan(selection, plans)
 
 
 def bucket_ids(spark: SparkSession, partitions: int) -> list[int]:
@@ -174,32 +256,128 @@ def _process(
     return results
 
 
-def _rejections_as_failures(rejected: pd.DataFrame, config: JobConfig, run_id: str) -> list[dict[str, Any]]:
-    rows = [
-        FailureRow(
-            mgrs_tile=str(row.mgrs_tile or ""),
-            period="",
-            granule_id=row.granule_id,
-            product_id=row.product_id,
-            stage=f"catalog:{row.stage}",
-            error_class="RejectedIndexRow",
-            message=str(row.reason),
-            parameter_hash=parameter_hash(config.raster),
+def index_row_id(raw: Mapping[str, Any]) -> str:
+    """The identity of an index line: a hash of its 14 raw fields (null fields as empty)."""
+    text = "\x1f".join("" if raw.get(name) is None else str(raw.get(name)) for name in RAW_COLUMNS)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def rejected_records(rejected: pd.DataFrame, run_id: str) -> list[dict[str, Any]]:
+    """The catalog's rejected index rows as ``evi_rejected`` records, one per line and reason."""
+    rows = {}
+    for raw in rejected.astype(object).where(rejected.notna(), None).to_dict("records"):
+        row = RejectedRow(
+            index_row_id=index_row_id(raw),
+            granule_id=raw.get("granule_id"),
+            product_id=raw.get("product_id"),
+            mgrs_tile=raw.get("mgrs_tile"),
+            raw_sensing_time=raw.get("sensing_time"),
+            stage=str(raw["stage"]),
+            reason=str(raw["reason"]),
         )
-        for row in rejected.itertuples(index=False)
-    ]
-    records = to_result_records("failure", rows)
-    for record in records:
-        record["run_id"] = run_id
-    return records
+        rows[(row.index_row_id, row.stage, row.reason)] = row
+    return [{**record, "run_id": run_id} for record in to_result_records("rejected", list(rows.values()))]
 
 
 def split_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Result rows split by ``kind`` into the three tables, each with its own columns."""
+    """Result rows split by ``kind`` into the tables, each with its own columns."""
     return {
         table: results.loc[results["kind"] == kind, table_columns(kind)].reset_index(drop=True)
         for kind, table in TABLE_NAMES.items()
     }
+
+
+def _read_commit_records(spark: SparkSession, ledger: Ledger, uris: Sequence[str]) -> pd.DataFrame:
+    """The rows of commit records written by earlier runs, read by the executors (one Spark job).
+
+    A record that vanished meanwhile (superseded and cleaned by another run) is left out.
+    """
+    if not uris:
+        return result_frame([])
+
+    def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            records: list[dict[str, Any]] = []
+            for uri in batch["uri"]:
+                try:
+                    rows, _ = ledger.read_record(uri)
+                except StorageError:
+                    continue
+                records.extend(rows)
+            yield result_frame(records)
+
+    frame = spark.createDataFrame([(uri,) for uri in uris], "uri string").repartition(min(len(uris), 64))
+    return frame.mapInPandas(read, result_spark_schema()).toPandas()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadOutcome:
+    """What the load step put in the tables."""
+
+    loaded: list[Commit]
+    recovered: list[Commit]
+    unreadable: list[Commit]
+    held: dict[tuple[str, str, str], str]
+    commits: list[Commit]
+
+
+def load_tables(
+    spark: SparkSession,
+    ledger: Ledger,
+    sink: ResultSink,
+    results: pd.DataFrame,
+    rejected: list[dict[str, Any]],
+    run_id: str,
+) -> LoadOutcome:
+    """Load every current commit the tables do not hold, and the run's rejected index rows.
+
+    ``results`` are this run's committed rows (already in memory); records of earlier runs are read
+    from the ledger. Returns what the tables hold afterwards (one more query), for the clean step.
+    """
+    held = sink.held_commits()
+    commits = ledger.list_commits()
+    wanted = [c for group, c in latest_commits(commits).items() if held.get(group) != c.commit_id]
+    made_here = set(results["commit_id"].dropna()) if len(results) else set()
+    earlier = [c for c in wanted if c.commit_id not in made_here]
+    recovered_rows = _read_commit_records(spark, ledger, [c.uri for c in earlier])
+    ids = {c.commit_id for c in wanted}
+    rows = [
+        frame[frame["commit_id"].isin(ids)]
+        for frame in (results, recovered_rows)
+        if len(frame) and "commit_id" in frame
+    ]
+    records = [
+        r for frame in rows for r in frame.astype(object).where(frame.notna(), None).to_dict("records")
+    ]
+    tables = split_tables(result_frame(records + rejected))
+    sink.load(tables, run_id)
+    found = set(tables[TABLE_NAMES["commit"]]["commit_id"])
+    loaded = [c for c in wanted if c.commit_id in found]
+    return LoadOutcome(
+        loaded=loaded,
+        recovered=[c for c in loaded if c.commit_id not in made_here],
+        unreadable=[c for c in wanted if c.commit_id not in found],
+        held=sink.held_commits(),
+        commits=commits,
+    )
+
+
+def clean_superseded(spark: SparkSession, store: Storage, uris: Sequence[str]) -> int:
+    """Delete superseded records and outputs on the executors (one Spark job); returns how many."""
+    if not uris:
+        return 0
+
+    def delete(items: Iterator[str]) -> Iterator[int]:
+        done = 0
+        for uri in items:
+            with contextlib.suppress(StorageError):  # best effort: the next run's clean step retries
+                store.delete(uri)
+                done += 1
+        yield done
+
+    return int(
+        sum(spark.sparkContext.parallelize(list(uris), min(len(uris), 64)).mapPartitions(delete).collect())
+    )
 
 
 def write_mosaic(cogs: Sequence[Path], destination: Path, width: int) -> Path | None:
@@ -260,75 +438,66 @@ def run(
     ------
     EviError
         When the run cannot start or finish as a whole (unreadable index, sink failure); failures of
-        single scenes and groups are rows, not exceptions.
+        single scenes and groups are rows, not exceptions. Whatever the groups committed before such
+        an error stays committed: a rerun loads it without processing it again.
     """
     started = clock()
     started_clock = time.perf_counter()
     store = Storage(config.storage.anonymous_buckets, config.storage.project)
+    ledger = Ledger(config.output.root, store)
     run_id = new_run_id(started)
-    selection = select_scenes(spark, config.catalog)
-    planned = _group_keys(selection.scenes)
-    params = parameter_hash(config.raster)
-    todo, skipped = [], []
-    for key, _count in planned:
-        done = not config.run.overwrite and store.exists(composite_uri(key, config))
-        (skipped if done else todo).append(key)
-    log(f"run {run_id}: {len(planned)} groups planned, {len(skipped)} already done, {len(todo)} to process")
-    results = _process(spark, selection.scenes, todo, config, run_id)
-    rejected = selection.rejected.toPandas()
-    # One frame from records, typed once: concatenating frames whose kind-specific columns are all
-    # empty makes pandas guess (and warn about) their dtypes.
-    processed = results.astype(object).where(results.notna(), None).to_dict("records")
-    results = result_frame(processed + _rejections_as_failures(rejected, config, run_id))
-    tables = split_tables(results)
-    sink.write(tables, {(key.mgrs_tile, key.period, params) for key in todo})
 
-    composites = tables["evi_composites"]
-    processed_keys = {(key.mgrs_tile, key.period) for key in todo}
-    made = {(row.mgrs_tile, row.period) for row in composites.itertuples(index=False)}
-    failed_groups = len(processed_keys - made)
-    scene_failures = tables["evi_failures"]
-    scene_failures = scene_failures[
-        scene_failures["product_id"].notna() & ~scene_failures["stage"].str.startswith("catalog:")
-    ]
+    plan = plan_run(spark, config, ledger)
+    todo = [group.group.key for group in plan.todo]
+    log(
+        f"run {run_id}: {len(plan.groups)} groups planned, {plan.count('done')} already done, "
+        f"{len(todo)} to process ({plan.count('new')} new, {plan.count('changed')} changed, "
+        f"{plan.count('failed')} failed before, {plan.count('overwrite')} overwritten)"
+    )
+    results = _process(spark, plan.selection.scenes, todo, config, run_id)
+    rejected = rejected_records(plan.selection.rejected.toPandas(), run_id)
+    outcome = load_tables(spark, ledger, sink, results, rejected, run_id)
+    for commit in outcome.unreadable:
+        log(f"warning: commit record {commit.uri} could not be read; the next run retries it")
+    deleted = clean_superseded(spark, store, superseded_files(outcome.commits, outcome.held, config))
+
+    tables = split_tables(results)
+    commits = tables[TABLE_NAMES["commit"]]
+    composites = tables[TABLE_NAMES["composite"]]
+    failures = tables[TABLE_NAMES["failure"]]
+    uncommitted = results[results["commit_id"].isna()] if len(results) else results
+    failed_groups = int((commits["status"] == "failed").sum()) + len(
+        {(r.mgrs_tile, r.period) for r in uncommitted.itertuples(index=False)}
+    )
     root = config.output.root.rstrip("/")
-    mosaics = {}
-    with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
-        local = Path(scratch)
-        for period in sorted({key.period for key, _ in planned}):
-            uris = [
-                u
-                for key, _ in planned
-                if key.period == period and store.exists(u := composite_uri(key, config))
-            ]
-            picture = write_mosaic(
-                [store.fetch(u, local / "cogs") for u in uris],
-                local / f"{period}.png",
-                config.run.mosaic_size,
-            )
-            if picture:
-                mosaics[period] = f"{root}/runs/{run_id}_mosaic_{period}.png"
-                store.publish(picture, mosaics[period], overwrite=True)
+    mosaics = _mosaics(store, composites, config, run_id, root)
     failed_share = failed_groups / len(todo) if todo else 0.0
     report = RunReport(
         run_id=run_id,
         status="failed" if failed_share > config.run.max_failed_group_share else "ok",
         started_at=started.isoformat(timespec="seconds"),
         wall_seconds=round(time.perf_counter() - started_clock, 2),
-        groups_planned=len(planned),
-        groups_skipped=len(skipped),
+        groups_planned=len(plan.groups),
+        groups_new=plan.count("new"),
+        groups_changed=plan.count("changed"),
+        groups_retried=plan.count("failed"),
+        groups_skipped=plan.count("done"),
         groups_processed=len(todo),
         groups_failed=failed_groups,
+        groups_uncommitted=len({(r.mgrs_tile, r.period) for r in uncommitted.itertuples(index=False)}),
         failed_share=round(failed_share, 4),
-        scenes_read=len(tables["evi_scenes"]),
-        scenes_failed=scene_failures["product_id"].nunique(),
+        commits_loaded=len(outcome.loaded),
+        commits_recovered=len(outcome.recovered),
+        scenes_read=int((results["kind"] == "scene").sum()) if len(results) else 0,
+        scenes_failed=failures["product_id"].dropna().nunique(),
         rejected_index_rows=len(rejected),
+        superseded_files_deleted=deleted,
         total_pixels=int(composites["total_pixels"].sum()),
         valid_pixels=int(composites["valid_pixels"].sum()),
         output_root=root,
         report_uri=f"{root}/runs/{run_id}.json",
         mosaics=mosaics,
-        composites=[uri for uri in composites["raster_uri"]],
+        composites=list(composites["raster_uri"]),
     )
     with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
         report_file = Path(scratch) / "report.json"
@@ -336,3 +505,22 @@ def run(
         store.publish(report_file, report.report_uri, overwrite=True)
     log(report.summary())
     return report
+
+
+def _mosaics(
+    store: Storage, composites: pd.DataFrame, config: JobConfig, run_id: str, root: str
+) -> dict[str, str]:
+    """One mosaic PNG per period of the composites this run made (none for skipped groups)."""
+    mosaics = {}
+    with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
+        local = Path(scratch)
+        for period, rows in composites.groupby("period", sort=True):
+            picture = write_mosaic(
+                [store.fetch(uri, local / "cogs") for uri in rows["raster_uri"]],
+                local / f"{period}.png",
+                config.run.mosaic_size,
+            )
+            if picture:
+                mosaics[str(period)] = f"{root}/runs/{run_id}_mosaic_{period}.png"
+                store.publish(picture, mosaics[str(period)], overwrite=True)
+    return mosaics

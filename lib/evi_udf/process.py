@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
 import tempfile
@@ -43,6 +42,7 @@ from evi_udf.config import JobConfig, RasterConfig
 from evi_udf.errors import EviError, MetadataError
 from evi_udf.evi import EviRules, compute_evi
 from evi_udf.grid import PixelGrid, SharedGrid, block_windows
+from evi_udf.ledger import GroupOutputs, grid_name, group_outputs, new_attempt, parameter_hash
 from evi_udf.metadata import ProductMetadata, parse_cloud_mask_gml, parse_product_metadata
 from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, scl_clear_mask
 from evi_udf.raster_io import (
@@ -109,12 +109,6 @@ class _SceneFailed(Exception):
         super().__init__(str(error))
         self.scene = scene
         self.error = error
-
-
-def parameter_hash(config: RasterConfig) -> str:
-    """A short stable hash of everything that changes the pixels or statistics of a composite."""
-    payload = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def _prepare_scene(ref: SceneRef, config: RasterConfig, store: Storage, inputs: Path) -> _PreparedScene:
@@ -297,25 +291,11 @@ def _native_grid(scene: _PreparedScene) -> PixelGrid:
         return dataset_grid(dataset)
 
 
-def grid_name(config: RasterConfig) -> str:
-    """The output grid's name in paths and rows: ``native`` or e.g. ``epsg3577_10m``."""
-    grid_config = config.grid
-    if grid_config.kind == "native":
-        return "native"
-    return f"{grid_config.crs}_{grid_config.resolution:g}m".replace(":", "").lower()
-
-
 def _output_grid(native: PixelGrid, config: RasterConfig) -> PixelGrid:
     grid_config = config.grid
     if grid_config.kind == "native":
         return native
     return SharedGrid(grid_config.crs or "", grid_config.resolution, grid_config.origin).cover(native)
-
-
-def composite_uri(key: GroupKey, config: JobConfig) -> str:
-    """Where the group's COG is published; it is written last, so it existing means the group is done."""
-    stem = f"S2_EVI_{key.mgrs_tile}_{key.period}_{config.raster.compositor}_{parameter_hash(config.raster)}"
-    return f"{output_prefix(config.output.root, grid_name(config.raster), key)}/{stem}.tif"
 
 
 def _summary_columns(summary: EviSummary) -> EviStatisticsColumns:
@@ -527,11 +507,6 @@ def _stac_item(
     return item
 
 
-def output_prefix(root: str, grid_name: str, key: GroupKey) -> str:
-    """Where a group's files go: ``<root>/evi/<grid>/<period>/<tile>/``."""
-    return f"{root.rstrip('/')}/evi/{grid_name}/{key.period}/{key.mgrs_tile}"
-
-
 def process_group(
     key: GroupKey,
     scenes: Sequence[SceneRef],
@@ -539,6 +514,7 @@ def process_group(
     storage: Storage | None = None,
     now: Callable[[], dt.datetime] | None = None,
     scratch_dir: str | None = None,
+    outputs: GroupOutputs | None = None,
 ) -> GroupResult:
     """Make the EVI composite of one tile and period and every row describing it.
 
@@ -557,6 +533,10 @@ def process_group(
         lifetime, so the executor needs disk for all the group's bands at once.
     scratch_dir
         Where that temporary folder goes (default: the system's temporary directory).
+    outputs
+        The names this attempt publishes its COG, STAC item and quick-look under
+        (:func:`evi_udf.ledger.group_outputs`); by default those of a new attempt. The group is not
+        committed here: :meth:`evi_udf.ledger.Ledger.commit` does that after this returns.
 
     Returns
     -------
@@ -566,7 +546,8 @@ def process_group(
         ``processing_seconds`` is the wall-clock time of this whole call.
     """
     started = time.perf_counter()
-    result = _process_group(key, scenes, config, storage, now, scratch_dir)
+    outputs = outputs or group_outputs(config, key, new_attempt())
+    result = _process_group(key, scenes, config, storage, now, scratch_dir, outputs)
     if result.composite is None:
         return result
     # Timed here rather than in _finish so that the figure includes removing the group's scratch
@@ -582,6 +563,7 @@ def _process_group(
     storage: Storage | None,
     now: Callable[[], dt.datetime] | None,
     scratch_dir: str | None,
+    outputs: GroupOutputs,
 ) -> GroupResult:
     raster = config.raster
     params = parameter_hash(raster)
@@ -642,6 +624,7 @@ def _process_group(
                     failures,
                     clock,
                     store,
+                    outputs,
                 )
             except _SceneFailed as failed:
                 fail(failed.error, failed.scene.ref)
@@ -708,13 +691,12 @@ def _finish(
     failures: list[FailureRow],
     clock: Callable[[], dt.datetime],
     store: Storage,
+    outputs: GroupOutputs,
 ) -> GroupResult:
     raster = config.raster
     grid = _output_grid(native, raster)
-    final_cog = composite_uri(key, config)
-    prefix, cog_name = final_cog.rsplit("/", 1)
-    stem = cog_name.removesuffix(".tif")
-    cog = workdir / cog_name
+    prefix, stem = outputs.prefix, outputs.stem
+    cog = workdir / f"{stem}.tif"
     write_cog(
         encoded, cog, raster.cog_profile, tags={"EVI_PARAMETER_HASH": params, "MGRS_TILE": key.mgrs_tile}
     )
@@ -725,9 +707,9 @@ def _finish(
     stac_path = workdir / f"{stem}.json"
     item = _stac_item(key, cog.name, quicklook.name, footprint, grid, scenes, raster, params, summary)
     stac_path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False), indent=2))
-    # The COG last: its presence means the group is complete.
+    # Names are this attempt's own; a Spark retry of the same task publishes them again. The group
+    # is complete only when its commit record (evi_udf.ledger) is published after these.
     for path in (quicklook, stac_path, cog):
-        # The job chose to (re)make this group; the generation precondition still stops two writers.
         store.publish(path, f"{prefix}/{path.name}", overwrite=True)
     composite = CompositeRow(
         mgrs_tile=key.mgrs_tile,

@@ -1,12 +1,14 @@
-"""One definition of every output row: composites, scenes and failures.
+"""One definition of every output row: commits, composites, scenes, failures and rejected index rows.
 
-The dataclasses are the source of truth: the Spark schema of the UDF's output and the columns of the
-three result tables are derived from their fields (BigQuery's from the same list), so a column is
-added in one place.
+The dataclasses are the source of truth: the Spark schema of the UDF's output, the Arrow schema of
+commit records and Parquet tables, and the BigQuery columns are all derived from their fields, so a
+column is added in one place.
 
 ``applyInPandas`` needs one output schema, so the UDF returns *result rows*: the union of the columns
-of the three row types plus ``kind`` (``composite``, ``scene`` or ``failure``); the driver splits them
-into the tables by ``kind``.
+of the row types plus ``kind`` (``commit``, ``composite``, ``scene`` or ``failure``); the driver
+splits them into the tables by ``kind``. Rows made by a group carry the ``run_id`` of the run that
+made them and the ``commit_id`` of the group's commit record (:mod:`evi_udf.ledger`); rejected index
+rows carry the run that first rejected them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class SceneRef:
     base_url: str
     level: str
     processing_baseline: str
+    # UTC, as the index gives it (None when the index leaves it empty); part of the scene set's identity.
+    generation_time: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,32 @@ class GroupKey:
     period: str
     period_start: dt.date
     period_end: dt.date
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitRow:
+    """One row of ``evi_commits``: the current commit of one tile x period x parameter set.
+
+    ``status`` is ``ok`` (every selected scene used), ``partial`` (a composite without the scenes that
+    failed) or ``failed`` (no composite; the next run retries the group).
+    """
+
+    mgrs_tile: str
+    period: str
+    period_start: dt.date
+    period_end: dt.date
+    parameter_hash: str
+    grid: str
+    method: str
+    status: str
+    scene_set_fingerprint: str
+    scene_count: int
+    scenes_used: int
+    scenes_failed: int
+    committed_at: dt.datetime
+    raster_uri: str | None
+    record_uri: str
+    software_version: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +156,24 @@ class FailureRow:
     parameter_hash: str
 
 
+@dataclasses.dataclass(frozen=True)
+class RejectedRow:
+    """One row of ``evi_rejected``: an index row the catalog could not use, and why.
+
+    ``index_row_id`` identifies the index line (a hash of its 14 raw fields, or of the whole line when
+    it has the wrong number of fields), so the same line rejected for the same reason is one row
+    whatever the run; the row keeps the ``run_id`` of the run that first rejected it.
+    """
+
+    index_row_id: str
+    granule_id: str | None
+    product_id: str | None
+    mgrs_tile: str | None
+    raw_sensing_time: str | None
+    stage: str
+    reason: str
+
+
 def flatten(row: Any) -> dict[str, Any]:
     """A row dataclass as one flat dict (nested statistics become ``evi_*`` columns)."""
     flat: dict[str, Any] = {}
@@ -138,19 +186,35 @@ def flatten(row: Any) -> dict[str, Any]:
     return flat
 
 
-ROW_TYPES: dict[str, type] = {"composite": CompositeRow, "scene": SceneRow, "failure": FailureRow}
+ROW_TYPES: dict[str, type] = {
+    "commit": CommitRow,
+    "composite": CompositeRow,
+    "scene": SceneRow,
+    "failure": FailureRow,
+    "rejected": RejectedRow,
+}
 TABLE_NAMES: dict[str, str] = {
+    "commit": "evi_commits",
     "composite": "evi_composites",
     "scene": "evi_scenes",
     "failure": "evi_failures",
+    "rejected": "evi_rejected",
 }
-# What identifies a row across reruns: a rerun of a group replaces exactly the rows with its key.
+KIND_OF_TABLE: dict[str, str] = {table: kind for kind, table in TABLE_NAMES.items()}
+# The kinds a group's commit record holds; its rows replace the group's rows as a whole.
+GROUP_KINDS: tuple[str, ...] = ("commit", "composite", "scene", "failure")
+GROUP_TABLES: tuple[str, ...] = tuple(TABLE_NAMES[kind] for kind in GROUP_KINDS)
+# What a group is across runs: tile, period and raster parameters. One commit per group is current.
 GROUP_KEY_COLUMNS: tuple[str, ...] = ("mgrs_tile", "period", "parameter_hash")
-# Within a table, rows with the same natural key are the same fact: the newer replaces the older.
+# Within a table, rows with the same natural key are the same fact. Group rows are unique by their
+# natural key within one commit (a scene row is a product on a tile in a period for a parameter set);
+# a rejected index row is unique by the line and the reason.
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "evi_commits": ("mgrs_tile", "period", "parameter_hash"),
     "evi_composites": ("mgrs_tile", "period", "parameter_hash"),
-    "evi_scenes": ("product_id", "period", "parameter_hash"),
-    "evi_failures": ("mgrs_tile", "period", "granule_id", "product_id", "stage", "parameter_hash"),
+    "evi_scenes": ("mgrs_tile", "product_id", "period", "parameter_hash"),
+    "evi_failures": ("mgrs_tile", "period", "parameter_hash", "granule_id", "product_id", "stage"),
+    "evi_rejected": ("index_row_id", "stage", "reason"),
 }
 
 
@@ -171,9 +235,14 @@ def _flat_fields(cls: type) -> list[tuple[str, Any, bool]]:
     return columns
 
 
+def stamp_columns(kind: str) -> tuple[str, ...]:
+    """The columns set outside the row dataclasses: the run, and for group rows the commit."""
+    return ("run_id", "commit_id") if kind in GROUP_KINDS else ("run_id",)
+
+
 def table_columns(kind: str) -> list[str]:
-    """The columns of one result table, in order: the run that wrote the row, then the row's fields."""
-    return ["run_id", *(name for name, _, _ in _flat_fields(ROW_TYPES[kind]))]
+    """The columns of one result table, in order: the stamps, then the row's fields."""
+    return [*stamp_columns(kind), *(name for name, _, _ in _flat_fields(ROW_TYPES[kind]))]
 
 
 def result_fields() -> list[tuple[str, Any]]:
@@ -184,7 +253,7 @@ def result_fields() -> list[tuple[str, Any]]:
     TypeError
         If two row types declare the same column with different types.
     """
-    fields: dict[str, Any] = {"kind": str, "run_id": str}
+    fields: dict[str, Any] = {"kind": str, "run_id": str, "commit_id": str}
     for cls in ROW_TYPES.values():
         for name, hint, _ in _flat_fields(cls):
             if name in fields and fields[name] != hint:
@@ -244,7 +313,42 @@ def bigquery_type(hint: Any) -> tuple[str, str]:
 
 
 def table_fields(kind: str) -> list[tuple[str, str, str]]:
-    """(name, BigQuery type, mode) of one result table's columns, ``run_id`` first."""
-    fields = [("run_id", "STRING", "NULLABLE")]
+    """(name, BigQuery type, mode) of one result table's columns, the stamps first."""
+    fields = [(name, "STRING", "NULLABLE") for name in stamp_columns(kind)]
     fields += [(name, *bigquery_type(hint)) for name, hint, _ in _flat_fields(ROW_TYPES[kind])]
     return fields
+
+
+def arrow_type(hint: Any) -> Any:
+    """The Arrow type of a row field's Python type (timestamps in microseconds, UTC)."""
+    import pyarrow as pa
+
+    simple = {
+        str: pa.string(),
+        int: pa.int64(),
+        float: pa.float64(),
+        bool: pa.bool_(),
+        dt.date: pa.date32(),
+        dt.datetime: pa.timestamp("us", tz="UTC"),
+    }
+    if hint in simple:
+        return simple[hint]
+    if typing.get_origin(hint) is list:
+        (inner,) = typing.get_args(hint)
+        return pa.list_(arrow_type(inner))
+    raise TypeError(f"no Arrow type for {hint!r}")
+
+
+def table_arrow_schema(kind: str) -> Any:
+    """The Arrow schema of one table's rows (Parquet tables, BigQuery loads)."""
+    import pyarrow as pa
+
+    hints = dict(result_fields())
+    return pa.schema([(name, arrow_type(hints[name])) for name in table_columns(kind)])
+
+
+def result_arrow_schema() -> Any:
+    """The Arrow schema of result rows (every kind's columns), as commit records store them."""
+    import pyarrow as pa
+
+    return pa.schema([(name, arrow_type(hint)) for name, hint in result_fields()])

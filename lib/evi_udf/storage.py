@@ -17,8 +17,10 @@ once per process.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,19 @@ def _retry() -> Any:
     from google.cloud.storage.retry import DEFAULT_RETRY
 
     return DEFAULT_RETRY.with_timeout(RETRY_DEADLINE_SECONDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredObject:
+    """One file or object found by :meth:`Storage.list`: its URI and when it was last written (UTC)."""
+
+    uri: str
+    updated: dt.datetime
+
+
+def _staging_name(target: Path) -> Path:
+    # Unique per call: two writers publishing the same name never share (and clobber) a staging file.
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +174,7 @@ class Storage:
         path = parse_gs_uri(uri)
         target = directory / path.bucket / path.key
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
+        partial = _staging_name(target)
         try:
             self._blob(uri).download_to_filename(str(partial), checksum="crc32c", retry=_retry())
             os.replace(partial, target)
@@ -189,10 +204,16 @@ class Storage:
             target = Path(uri)
             if target.exists() and not overwrite:
                 raise StorageError(f"{uri}: already exists (rerun with overwrite to replace it)")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = target.with_name(f".{target.name}.partial")
-            shutil.copyfile(local, staging)
-            os.replace(staging, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                staging = _staging_name(target)
+                try:
+                    shutil.copyfile(local, staging)
+                    os.replace(staging, target)
+                finally:
+                    staging.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"{uri}: cannot publish ({exc.strerror or exc})") from exc
             return
         from google.api_core import exceptions
 
@@ -213,3 +234,56 @@ class Storage:
             raise StorageError(f"{uri}: changed by another writer while publishing") from exc
         except _transfer_errors() as exc:
             raise StorageError(f"{uri}: upload failed ({exc})") from exc
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Every file or object under ``prefix`` (a folder or key prefix), at any depth.
+
+        ``gs://``: one paged listing without a delimiter (1,000 objects per request), so the cost
+        grows with the objects found, not with the folders. Local: a walk of the folder; a missing
+        folder lists nothing. Temporary files of unfinished publications (``.*.partial``) are left
+        out.
+
+        Raises
+        ------
+        StorageError
+            If the listing fails after retries; names the prefix.
+        """
+        if not is_gs(prefix):
+            base = Path(prefix)
+            found = []
+            for folder, _, files in os.walk(base):
+                for name in files:
+                    if name.startswith(".") and name.endswith(".partial"):
+                        continue
+                    path = Path(folder) / name
+                    try:
+                        stamp = path.stat().st_mtime
+                    except FileNotFoundError:
+                        continue  # removed while listing
+                    found.append(StoredObject(str(path), dt.datetime.fromtimestamp(stamp, dt.timezone.utc)))
+            return sorted(found, key=lambda item: item.uri)
+        bucket, _, key = prefix[len(GS_SCHEME) :].partition("/")
+        if not bucket:
+            raise StorageError(f"{prefix}: a gs:// prefix needs a bucket")
+        try:
+            blobs = self._bucket(bucket).list_blobs(prefix=key, retry=_retry())
+            return [StoredObject(f"{GS_SCHEME}{bucket}/{blob.name}", blob.updated) for blob in blobs]
+        except _transfer_errors() as exc:
+            raise StorageError(f"{prefix}: cannot list ({exc})") from exc
+
+    def delete(self, uri: str) -> None:
+        """Remove a file or object; one that is already gone is not an error."""
+        if not is_gs(uri):
+            try:
+                Path(uri).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"{uri}: cannot delete ({exc.strerror or exc})") from exc
+            return
+        from google.api_core import exceptions
+
+        try:
+            self._blob(uri).delete(retry=_retry())
+        except exceptions.NotFound:
+            return
+        except _transfer_errors() as exc:
+            raise StorageError(f"{uri}: cannot delete ({exc})") from exc

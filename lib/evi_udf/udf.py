@@ -1,8 +1,9 @@
-"""The pandas edge of the raster core: catalog rows in, typed scene references out.
+"""The pandas edge of the raster core: catalog rows in, committed result rows out.
 
 ``groupBy(...).applyInPandas`` hands each group to Python as a pandas DataFrame with the catalog's
-scene columns; these functions turn it into the plain dataclasses :mod:`evi_udf.process` takes, so
-the raster core never sees pandas or Spark.
+scene columns; these functions turn it into the plain dataclasses :mod:`evi_udf.process` takes (so
+the raster core never sees pandas or Spark), run the group, commit it in the ledger
+(:mod:`evi_udf.ledger`) and hand the committed rows back to Spark.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pandas as pd
 
 from evi_udf.config import JobConfig
 from evi_udf.errors import EviError
-from evi_udf.process import parameter_hash, process_group
+from evi_udf.ledger import Ledger, group_outputs, new_attempt, parameter_hash
+from evi_udf.process import process_group
 from evi_udf.schema import (
     FailureRow,
     GroupKey,
@@ -25,6 +27,7 @@ from evi_udf.schema import (
     result_fields,
     to_result_records,
 )
+from evi_udf.storage import Storage
 
 # Failures that are not the pipeline's own errors are bugs or environment faults; the message keeps
 # the innermost frames so that a failure row is enough to find the line.
@@ -42,6 +45,10 @@ def _as_date(value: object) -> dt.date:
     return pd.Timestamp(value).date()
 
 
+def _as_optional_datetime(value: object) -> dt.datetime | None:
+    return None if value is None or pd.isna(value) else _as_datetime(value)
+
+
 def scene_refs_from_pandas(group: pd.DataFrame) -> list[SceneRef]:
     """One :class:`SceneRef` per catalog row (columns of ``catalog.SCENE_SCHEMA``), in sensing order."""
     refs = [
@@ -54,6 +61,7 @@ def scene_refs_from_pandas(group: pd.DataFrame) -> list[SceneRef]:
             base_url=str(row.base_url),
             level=str(row.level),
             processing_baseline=str(row.processing_baseline),
+            generation_time=_as_optional_datetime(getattr(row, "generation_time", None)),
         )
         for row in group.itertuples(index=False)
     ]
@@ -112,18 +120,43 @@ def spark_local_dir() -> str | None:
     return None
 
 
-def make_group_function(config: JobConfig, run_id: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def make_group_function(
+    config: JobConfig, run_id: str, clock: Callable[[], dt.datetime] | None = None
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """The function ``groupBy(...).applyInPandas`` calls for each (tile, period) group.
+
+    It makes the group's outputs under a new attempt's names, then publishes the group's commit
+    record (:meth:`evi_udf.ledger.Ledger.commit`) and returns the committed rows: a commit row, the
+    composite row, one row per scene and per failure, all stamped with ``run_id`` and the commit id.
 
     The closure captures only the frozen config (picklable); files and clients are opened inside.
     This is the one place where any exception is caught: it becomes a failure row for the group, so
-    one broken group never fails the Spark job.
+    one broken group never fails the Spark job. If even the commit record cannot be published, the
+    rows come back without a commit id, with a ``commit`` failure row: the group is not done and the
+    next run remakes it.
     """
+    now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
 
     def process(group: pd.DataFrame) -> pd.DataFrame:
+        ledger = Ledger(config.output.root, _storage(config))
+        scratch = spark_local_dir()
         try:
             key = group_key_from_pandas(group)
-            result = process_group(key, scene_refs_from_pandas(group), config, scratch_dir=spark_local_dir())
+            scenes = scene_refs_from_pandas(group)
+        except Exception as exc:  # the UDF edge: a malformed group cannot even be named
+            records = to_result_records("failure", [_group_failure(group, exc, config)])
+            return result_frame([{**record, "run_id": run_id} for record in records])
+        attempt = new_attempt()
+        try:
+            result = process_group(
+                key,
+                scenes,
+                config,
+                storage=ledger.storage,
+                now=now,
+                scratch_dir=scratch,
+                outputs=group_outputs(config, key, attempt),
+            )
             records = to_result_records("scene", result.scenes) + to_result_records(
                 "failure", result.failures
             )
@@ -131,11 +164,17 @@ def make_group_function(config: JobConfig, run_id: str) -> Callable[[pd.DataFram
                 records = to_result_records("composite", [result.composite]) + records
         except Exception as exc:  # the UDF edge: every failure becomes a row
             records = to_result_records("failure", [_group_failure(group, exc, config)])
-        for record in records:
-            record["run_id"] = run_id
-        return result_frame(records)
+        try:
+            return result_frame(ledger.commit(config, key, scenes, attempt, records, run_id, now, scratch))
+        except EviError as exc:
+            unrecorded = records + to_result_records("failure", [_group_failure(group, exc, config)])
+            return result_frame([{**record, "run_id": run_id} for record in unrecorded])
 
     return process
+
+
+def _storage(config: JobConfig) -> Storage:
+    return Storage(config.storage.anonymous_buckets, config.storage.project)
 
 
 def _group_failure(group: pd.DataFrame, exc: Exception, config: JobConfig) -> FailureRow:

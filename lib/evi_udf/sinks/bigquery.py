@@ -1,14 +1,30 @@
-"""The BigQuery statistics sink: ``evi_composites``, ``evi_scenes`` and ``evi_failures``.
+"""The BigQuery statistics sink: ``evi_commits``, ``evi_composites``, ``evi_scenes``, ``evi_failures``
+and ``evi_rejected``.
 
-Tables are created when missing, with the columns of :mod:`evi_udf.schema`, partitioning (composites
-by month of ``period_start``, scenes by day of ``sensing_time``), clustering by tile, and for
-composites a GEOGRAPHY ``footprint`` built from the WKT.
+Tables are created when missing, with the columns of :mod:`evi_udf.schema`, partitioning (commits and
+composites by month of ``period_start``, scenes by day of ``sensing_time``), clustering by tile, and
+for composites a GEOGRAPHY ``footprint`` built from the WKT.
 
-Reruns are idempotent through staging tables and SQL: each run's rows are loaded (Parquet) into a
-staging table, the rows of every group the run processed are deleted from the target, and the staged
-rows are merged on the table's natural key. Replacing whole groups (rather than overwriting date
-partitions) is what makes a rerun with fewer rows for a group (a scene that now fails) correct, and it
-touches only the groups that ran. Identifiers are validated and quoted; no value is pasted into SQL.
+A load is one multi-statement transaction over per-run staging tables (``_evi_staging_<token>_<table>``,
+created with a one-day expiration so that a crashed run leaves nothing for long, and deleted at the
+end):
+
+1. ``evi_commits`` takes each staged commit unless it already holds a newer commit of the group;
+2. each group table takes the staged rows of the commits that are now current, and loses the rows of
+   the touched groups whose commit is no longer current (one ``MERGE`` per table);
+3. ``evi_rejected`` takes the rejected index rows it does not have (the first run to reject a line
+   keeps it).
+
+So a rerun or a second load of the same commits changes nothing, and two runs loading at the same
+time converge on the newest commit of every group: BigQuery runs the transactions one after the other
+or aborts one of them, which is retried. Identifiers are validated and quoted; no value is pasted into
+SQL.
+
+Calls and the permissions they need (the README lists the roles): ``datasets.get`` (and
+``datasets.create`` only when the dataset is missing), ``tables.get``/``tables.create`` (the five tables,
+once; the staging tables, every load), ``tables.updateData`` and ``jobs.create`` (loads and queries),
+``tables.getData`` (queries), ``tables.delete`` (staging tables). Every API error is a
+:class:`~evi_udf.errors.SinkError` naming the dataset and table.
 
 Credentials: Application Default Credentials (``bigquery.Client(project=...)``); tests inject a
 client pointed at the BigQuery emulator.
@@ -16,40 +32,50 @@ client pointed at the BigQuery emulator.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import io
 import re
-from collections.abc import Iterable, Mapping
+import secrets
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
-from google.api_core.exceptions import GoogleAPIError
+from google.api_core.exceptions import GoogleAPIError, NotFound
 
 from evi_udf.errors import SinkError
-from evi_udf.schema import GROUP_KEY_COLUMNS, NATURAL_KEYS, TABLE_NAMES, table_fields
+from evi_udf.schema import (
+    GROUP_KEY_COLUMNS,
+    GROUP_TABLES,
+    KIND_OF_TABLE,
+    NATURAL_KEYS,
+    TABLE_NAMES,
+    table_arrow_schema,
+    table_fields,
+)
 
 PROJECT_ID = re.compile(r"^(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 DATASET_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
-REPLACED_GROUPS = "_evi_replaced_groups"
+STAGING_PREFIX = "_evi_staging_"
+STAGING_LIFETIME = dt.timedelta(days=1)
 PARTITIONING: dict[str, tuple[str, str] | None] = {
+    "evi_commits": ("period_start", "MONTH"),
     "evi_composites": ("period_start", "MONTH"),
     "evi_scenes": ("sensing_time", "DAY"),
     "evi_failures": None,
+    "evi_rejected": None,
 }
 GEOGRAPHY_COLUMNS = {"evi_composites": ("footprint", "footprint_wkt")}
-_ARROW_TYPES = {
-    "STRING": pa.string(),
-    "INT64": pa.int64(),
-    "FLOAT64": pa.float64(),
-    "BOOL": pa.bool_(),
-    "DATE": pa.date32(),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-}
-_KIND_OF_TABLE = {table: kind for kind, table in TABLE_NAMES.items()}
 # What a failed load or query raises once the client's own retries are spent.
 _API_ERRORS = (GoogleAPIError, requests.RequestException)
+# BigQuery aborts one of two transactions that change the same table at the same time; its message
+# says so. Such a load is run again from the start (it is idempotent).
+_CONFLICT = re.compile(r"concurrent update|could not serialize|aborted due to concurrent", re.IGNORECASE)
+CONFLICT_RETRIES = 6
 
 
 def _quote(name: str) -> str:
@@ -77,6 +103,7 @@ class BigQuerySink:
             raise SinkError(f"bigquery dataset {dataset!r}: use letters, digits and underscores only")
         self.project, self.dataset, self.location = project, dataset, location
         self._client = client
+        self._tables_ready = False
 
     @property
     def client(self) -> Any:
@@ -86,113 +113,245 @@ class BigQuerySink:
             self._client = bigquery.Client(project=self.project)
         return self._client
 
+    @property
+    def dataset_id(self) -> str:
+        return f"{self.project}.{self.dataset}"
+
     def table_id(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"
 
     def _schema(self, table: str, staging: bool) -> list[Any]:
         from google.cloud import bigquery
 
-        if table == REPLACED_GROUPS:
-            return [bigquery.SchemaField(column, "STRING") for column in GROUP_KEY_COLUMNS]
-        fields = [bigquery.SchemaField(n, t, mode=m) for n, t, m in table_fields(_KIND_OF_TABLE[table])]
+        fields = [bigquery.SchemaField(n, t, mode=m) for n, t, m in table_fields(KIND_OF_TABLE[table])]
         if not staging and table in GEOGRAPHY_COLUMNS:
             fields.append(bigquery.SchemaField(GEOGRAPHY_COLUMNS[table][0], "GEOGRAPHY"))
         return fields
 
     def ensure_tables(self) -> None:
-        """Create the dataset, the three tables and their staging tables when missing."""
+        """Get the dataset and the five tables, creating only what is missing.
+
+        Raises
+        ------
+        SinkError
+            On any API error, or when an existing table lacks columns this release writes (a table
+            made by an earlier release); names the dataset or table.
+        """
+        if self._tables_ready:
+            return
         from google.cloud import bigquery
 
-        dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
-        dataset.location = self.location
-        self.client.create_dataset(dataset, exists_ok=True)
+        try:
+            self.client.get_dataset(self.dataset_id)
+        except NotFound:
+            dataset = bigquery.Dataset(self.dataset_id)
+            dataset.location = self.location
+            self._call(
+                self.dataset_id, "create the dataset", self.client.create_dataset, dataset, exists_ok=True
+            )
+        except _API_ERRORS as exc:
+            raise SinkError(f"{self.dataset_id}: cannot get the dataset ({exc})") from exc
         for table in TABLE_NAMES.values():
-            target = bigquery.Table(self.table_id(table), schema=self._schema(table, staging=False))
-            partition = PARTITIONING[table]
-            if partition:
-                target.time_partitioning = bigquery.TimePartitioning(type_=partition[1], field=partition[0])
-            target.clustering_fields = ["mgrs_tile"]
-            self.client.create_table(target, exists_ok=True)
-            staging = bigquery.Table(
-                self.table_id(f"{table}_staging"), schema=self._schema(table, staging=True)
-            )
-            self.client.create_table(staging, exists_ok=True)
-        replaced = bigquery.Table(self.table_id(REPLACED_GROUPS), schema=self._schema(REPLACED_GROUPS, True))
-        self.client.create_table(replaced, exists_ok=True)
+            table_id = self.table_id(table)
+            try:
+                existing = self.client.get_table(table_id)
+            except NotFound:
+                target = bigquery.Table(table_id, schema=self._schema(table, staging=False))
+                partition = PARTITIONING[table]
+                if partition:
+                    target.time_partitioning = bigquery.TimePartitioning(
+                        type_=partition[1], field=partition[0]
+                    )
+                target.clustering_fields = ["mgrs_tile"]
+                self._call(table_id, "create the table", self.client.create_table, target, exists_ok=True)
+                continue
+            except _API_ERRORS as exc:
+                raise SinkError(f"{table_id}: cannot get the table ({exc})") from exc
+            have = {field.name for field in existing.schema}
+            missing = [field.name for field in self._schema(table, staging=False) if field.name not in have]
+            if missing:
+                raise SinkError(
+                    f"{table_id}: lacks the columns {', '.join(missing)} (made by an earlier release); "
+                    f"write to a new dataset, or drop the table and rerun: the tables are rebuilt from "
+                    f"the commit records"
+                )
+        self._tables_ready = True
 
-    def _load(self, frame: pd.DataFrame, table: str) -> None:
-        """Replace the content of a staging table with ``frame`` (as Parquet)."""
+    def _call(self, what: str, action: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except _API_ERRORS as exc:
+            raise SinkError(f"{what}: cannot {action} ({exc})") from exc
+
+    def _rows(self, table: str, sql: str) -> list[Any]:
+        try:
+            return list(self.client.query(sql).result())
+        except _API_ERRORS as exc:
+            raise SinkError(f"{self.table_id(table)}: query failed ({exc})") from exc
+
+    def held_commits(self) -> dict[tuple[str, str, str], str]:
+        """(tile, period, parameter hash) -> the commit id ``evi_commits`` holds for that group."""
+        self.ensure_tables()
+        table = TABLE_NAMES["commit"]
+        columns = ", ".join(_quote(c) for c in (*GROUP_KEY_COLUMNS, "commit_id"))
+        rows = self._rows(table, f"SELECT {columns} FROM {_quote(self.table_id(table))}")
+        return {tuple(row[c] for c in GROUP_KEY_COLUMNS): row["commit_id"] for row in rows}
+
+    def read(self, table: str) -> pd.DataFrame:
+        """A whole table as a frame (GEOGRAPHY as WKT text): for tests and small tables."""
+        self.ensure_tables()
+        select = "*"
+        if table in GEOGRAPHY_COLUMNS:
+            geography = GEOGRAPHY_COLUMNS[table][0]
+            select = f"* EXCEPT ({_quote(geography)}), ST_ASTEXT({_quote(geography)}) AS {_quote(geography)}"
+        rows = self._rows(table, f"SELECT {select} FROM {_quote(self.table_id(table))}")
+        return pd.DataFrame([dict(row) for row in rows])
+
+    def _stage(self, token: str, table: str, frame: pd.DataFrame) -> str:
+        """Create this load's staging table for ``table`` and load ``frame`` into it (Parquet)."""
         from google.cloud import bigquery
 
-        if table == REPLACED_GROUPS:
-            arrow_schema = pa.schema([(column, pa.string()) for column in GROUP_KEY_COLUMNS])
-        else:
-            base = table.removesuffix("_staging")
-            arrow_schema = pa.schema(
-                [
-                    (name, pa.list_(_ARROW_TYPES[kind]) if mode == "REPEATED" else _ARROW_TYPES[kind])
-                    for name, kind, mode in table_fields(_KIND_OF_TABLE[base])
-                ]
-            )
-        frame = frame.reindex(columns=arrow_schema.names)
+        staging_id = self.table_id(f"{STAGING_PREFIX}{token}_{table}")
+        staging = bigquery.Table(staging_id, schema=self._schema(table, staging=True))
+        staging.expires = dt.datetime.now(dt.timezone.utc) + STAGING_LIFETIME
+        self._call(staging_id, "create the staging table", self.client.create_table, staging)
+        schema = table_arrow_schema(KIND_OF_TABLE[table])
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False), buffer)
+        arrow = pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
+        pq.write_table(arrow, buffer)
         buffer.seek(0)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
-            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
         )
         options = bigquery.ParquetOptions()
         options.enable_list_inference = True  # REPEATED columns from Parquet lists
         config.parquet_options = options
         try:
-            self.client.load_table_from_file(buffer, self.table_id(table), job_config=config).result()
+            self.client.load_table_from_file(buffer, staging_id, job_config=config).result()
         except _API_ERRORS as exc:
-            raise SinkError(f"{self.table_id(table)}: load failed ({exc})") from exc
+            raise SinkError(f"{staging_id}: load failed ({exc})") from exc
+        return staging_id
 
-    def _query(self, sql: str) -> None:
+    def load(self, tables: Mapping[str, pd.DataFrame], run_id: str) -> None:
+        """Load commits' rows and this run's rejected index rows in one transaction.
+
+        Parameters
+        ----------
+        tables
+            ``evi_commits`` (one row per commit to load, at most one per group), the other group tables
+            (the same commits' rows, each with its ``commit_id``) and ``evi_rejected`` (the run's
+            rejected index rows). A commit older than the one the tables hold for its group changes
+            nothing.
+        run_id
+            Part of the staging tables' names.
+        """
+        unknown = set(tables) - set(NATURAL_KEYS)
+        if unknown:
+            raise SinkError(
+                f"unknown table {sorted(unknown)[0]!r}; expected one of {', '.join(NATURAL_KEYS)}"
+            )
+        self.ensure_tables()
+        commits = tables.get(TABLE_NAMES["commit"])
+        rejected = tables.get(TABLE_NAMES["rejected"])
+        has_commits = commits is not None and len(commits) > 0
+        has_rejected = rejected is not None and len(rejected) > 0
+        if not has_commits and not has_rejected:
+            return
+        token = f"{re.sub(r'[^0-9A-Za-z]', '_', run_id)}_{secrets.token_hex(3)}"
+        staged: dict[str, str] = {}
         try:
-            self.client.query(sql).result()
-        except _API_ERRORS as exc:
-            raise SinkError(f"BigQuery statement failed on {self.project}.{self.dataset}: {exc}") from exc
+            if has_commits:
+                for table in GROUP_TABLES:
+                    frame = tables.get(table)
+                    empty = pd.DataFrame(columns=table_arrow_schema(KIND_OF_TABLE[table]).names)
+                    staged[table] = self._stage(token, table, frame if frame is not None else empty)
+            if has_rejected:
+                key = list(NATURAL_KEYS[TABLE_NAMES["rejected"]])
+                staged[TABLE_NAMES["rejected"]] = self._stage(
+                    token, TABLE_NAMES["rejected"], rejected.drop_duplicates(key)
+                )
+            self._run_transaction(self._transaction_sql(staged))
+        finally:
+            for staging_id in staged.values():
+                # Best effort: a staging table left behind expires within a day.
+                with contextlib.suppress(*_API_ERRORS):
+                    self.client.delete_table(staging_id, not_found_ok=True)
 
-    def _merge_sql(self, table: str) -> str:
-        target, staging = _quote(self.table_id(table)), _quote(self.table_id(f"{table}_staging"))
-        replaced = _quote(self.table_id(REPLACED_GROUPS))
-        columns = [name for name, _, _ in table_fields(_KIND_OF_TABLE[table])]
-        source_columns = [f"S.{_quote(c)}" for c in columns]
-        insert_columns = [_quote(c) for c in columns]
-        select = "*"
+    def _run_transaction(self, sql: str) -> None:
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                self.client.query(sql).result()
+                return
+            except _API_ERRORS as exc:
+                if attempt < CONFLICT_RETRIES and _CONFLICT.search(str(exc)):
+                    time.sleep(min(2.0**attempt, 30.0))
+                    continue
+                raise SinkError(f"{self.dataset_id}: loading the tables failed ({exc})") from exc
+
+    def _transaction_sql(self, staged: Mapping[str, str]) -> str:
+        statements = []
+        commits_table = TABLE_NAMES["commit"]
+        if commits_table in staged:
+            statements.append(self._commits_merge(staged[commits_table]))
+            for table in GROUP_TABLES:
+                if table != commits_table:
+                    statements.append(self._group_merge(table, staged[table], staged[commits_table]))
+        if TABLE_NAMES["rejected"] in staged:
+            statements.append(self._rejected_merge(staged[TABLE_NAMES["rejected"]]))
+        return "BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT TRANSACTION;"
+
+    def _columns(self, table: str) -> list[str]:
+        return [name for name, _, _ in table_fields(KIND_OF_TABLE[table])]
+
+    def _commits_merge(self, staging_id: str) -> str:
+        table = TABLE_NAMES["commit"]
+        columns = [_quote(c) for c in self._columns(table)]
+        on = " AND ".join(f"T.{_quote(k)} = S.{_quote(k)}" for k in GROUP_KEY_COLUMNS)
+        updates = ", ".join(f"{c} = S.{c}" for c in columns)
+        return (
+            f"MERGE {_quote(self.table_id(table))} T USING {_quote(staging_id)} S ON {on}\n"
+            f"WHEN MATCHED AND S.`commit_id` > T.`commit_id` THEN UPDATE SET {updates}\n"
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
+            f"VALUES ({', '.join('S.' + c for c in columns)})"
+        )
+
+    def _group_merge(self, table: str, staging_id: str, staged_commits_id: str) -> str:
+        target = _quote(self.table_id(table))
+        current = f"(SELECT `commit_id` FROM {_quote(self.table_id(TABLE_NAMES['commit']))})"
+        columns = [_quote(c) for c in self._columns(table)]
+        staged_columns, target_columns = list(columns), [f"T2.{c}" for c in columns]
         if table in GEOGRAPHY_COLUMNS:
-            geography, wkt = GEOGRAPHY_COLUMNS[table]
-            select = f"*, ST_GEOGFROMTEXT({_quote(wkt)}) AS {_quote(geography)}"
-            source_columns.append(f"S.{_quote(geography)}")
-            insert_columns.append(_quote(geography))
+            geography, wkt = (_quote(name) for name in GEOGRAPHY_COLUMNS[table])
+            staged_columns.append(f"ST_GEOGFROMTEXT({wkt}) AS {geography}")
+            target_columns.append(f"T2.{geography}")
+            columns.append(geography)
+        group_key = "CONCAT({})".format(", '|', ".join(f"{{p}}{_quote(k)}" for k in GROUP_KEY_COLUMNS))
+        touched = f"(SELECT {group_key.format(p='')} FROM {_quote(staged_commits_id)})"
         # NULL-safe equality: failure rows may have no granule or product.
         on = " AND ".join(
-            f"IFNULL(T.{_quote(k)}, '') = IFNULL(S.{_quote(k)}, '')" for k in NATURAL_KEYS[table]
-        )
-        group_match = " AND ".join(f"R.{_quote(k)} = T.{_quote(k)}" for k in GROUP_KEY_COLUMNS)
-        updates = ", ".join(
-            f"{column} = {value}" for column, value in zip(insert_columns, source_columns, strict=True)
+            f"IFNULL(T.{_quote(k)}, '') = IFNULL(S.{_quote(k)}, '')"
+            for k in ("commit_id", *NATURAL_KEYS[table])
         )
         return (
-            f"DELETE FROM {target} T WHERE EXISTS (SELECT 1 FROM {replaced} R WHERE {group_match});\n"
-            f"MERGE {target} T USING (SELECT {select} FROM {staging}) S ON {on}\n"
-            f"WHEN MATCHED THEN UPDATE SET {updates}\n"
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(insert_columns)}) VALUES ({', '.join(source_columns)})"
+            f"MERGE {target} T USING (\n"
+            f"  SELECT {', '.join(staged_columns)}, FALSE AS _stale FROM {_quote(staging_id)}\n"
+            f"  WHERE `commit_id` IN {current}\n"
+            f"  UNION ALL\n"
+            f"  SELECT {', '.join(target_columns)}, TRUE AS _stale FROM {target} T2\n"
+            f"  WHERE {group_key.format(p='T2.')} IN {touched} AND T2.`commit_id` NOT IN {current}\n"
+            f") S ON {on}\n"
+            f"WHEN MATCHED AND S._stale THEN DELETE\n"
+            f"WHEN NOT MATCHED AND NOT S._stale THEN INSERT ({', '.join(columns)}) "
+            f"VALUES ({', '.join('S.' + c for c in columns)})"
         )
 
-    def write(
-        self, tables: Mapping[str, pd.DataFrame], replaced_groups: Iterable[tuple[str, str, str]]
-    ) -> None:
-        """Merge one run's rows; the rows of ``replaced_groups`` (tile, period, hash) are replaced first."""
-        self.ensure_tables()
-        groups = pd.DataFrame(sorted(set(replaced_groups)), columns=list(GROUP_KEY_COLUMNS))
-        self._load(groups, REPLACED_GROUPS)
-        for table, frame in tables.items():
-            if table not in NATURAL_KEYS:
-                raise SinkError(f"unknown table {table!r}; expected one of {', '.join(TABLE_NAMES.values())}")
-            self._load(frame, f"{table}_staging")
-            for statement in self._merge_sql(table).split(";\n"):
-                self._query(statement)
+    def _rejected_merge(self, staging_id: str) -> str:
+        table = TABLE_NAMES["rejected"]
+        columns = [_quote(c) for c in self._columns(table)]
+        on = " AND ".join(f"T.{_quote(k)} = S.{_quote(k)}" for k in NATURAL_KEYS[table])
+        return (
+            f"MERGE {_quote(self.table_id(table))} T USING {_quote(staging_id)} S ON {on}\n"
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
+            f"VALUES ({', '.join('S.' + c for c in columns)})"
+        )
