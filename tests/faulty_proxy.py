@@ -1,8 +1,10 @@
 """A loopback HTTP proxy that fails chosen requests before forwarding to a real server, and counts.
 
-It stands in front of the GCS emulator to play a flaky network or an overloaded GCS: requests whose
-path contains ``fragment`` get ``status`` for the first ``failures`` times, then pass through. It also
-counts the requests forwarded and the response bytes (the benchmarks use it with no failures).
+It stands in front of the GCS or BigQuery emulator to play a flaky network, an overloaded service or
+a missing permission: requests whose path contains ``fragment`` (and whose method is one of
+``methods``, when given) get ``status`` for the first ``failures`` times, then pass through. It also
+counts the requests forwarded and the response bytes (the benchmarks use it with no failures), and
+logs each request as ``"METHOD path"`` in ``state["log"]``.
 """
 
 from __future__ import annotations
@@ -17,25 +19,35 @@ from urllib.parse import urlsplit
 
 @contextmanager
 def faulty_proxy(
-    upstream: str, fragment: str = "", failures: int = 0, status: int = 503
+    upstream: str,
+    fragment: str = "",
+    failures: int = 0,
+    status: int = 503,
+    methods: tuple[str, ...] | None = None,
 ) -> Iterator[dict[str, object]]:
-    """Run the proxy on a free loopback port; yields ``{"url", "failed", "requests", "bytes"}``."""
+    """Run the proxy on a free loopback port; yields ``{"url", "failed", "requests", "bytes", "log"}``."""
     target = urlsplit(upstream)
-    state: dict[str, object] = {"failed": 0, "requests": 0, "bytes": 0}
+    log: list[str] = []
+    state: dict[str, object] = {"failed": 0, "requests": 0, "bytes": 0, "log": log}
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def _relay(self) -> None:
             with lock:
-                fail = fragment in self.path and int(state["failed"]) < failures
+                log.append(f"{self.command} {self.path}")
+                chosen = fragment in self.path and (methods is None or self.command in methods)
+                fail = chosen and int(state["failed"]) < failures
                 if fail:
                     state["failed"] = int(state["failed"]) + 1
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             if fail:
+                body = b'{"error": {"code": %d, "message": "refused by faulty_proxy"}}' % status
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
                 return
             connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}

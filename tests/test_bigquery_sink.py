@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 
+import pandas as pd
 import pytest
+from faulty_proxy import faulty_proxy
 
 from evi_udf.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.config import config_from_mapping
 from evi_udf.errors import SinkError
 from evi_udf.job import split_tables
-from evi_udf.process import parameter_hash, process_group
+from evi_udf.ledger import Ledger, new_attempt
+from evi_udf.process import process_group
 from evi_udf.sample import SampleSpec, generate_archive
 from evi_udf.schema import to_result_records
 from evi_udf.sinks.bigquery import BigQuerySink
+from evi_udf.storage import Storage
 from evi_udf.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas
+
+T0 = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone.utc)
+
+
+def commit_tables(config, key, refs, result, run_id: str, at: dt.datetime) -> dict[str, pd.DataFrame]:
+    """Commit a processed group in the ledger (as a task does) and split its rows into tables."""
+    records = (
+        to_result_records("composite", [result.composite] if result.composite else [])
+        + to_result_records("scene", result.scenes)
+        + to_result_records("failure", result.failures)
+    )
+    ledger = Ledger(config.output.root, Storage())
+    committed = ledger.commit(config, key, refs, new_attempt(), records, run_id, lambda: at)
+    return split_tables(result_frame(committed))
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +49,14 @@ def run_tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     )
     scenes, _ = select_scenes_pandas(read_index_pandas(index), config.catalog)
     key = group_key_from_pandas(scenes)
-    result = process_group(key, scene_refs_from_pandas(scenes), config)
-    records = (
-        to_result_records("composite", [result.composite])
-        + to_result_records("scene", result.scenes)
-        + to_result_records("failure", result.failures)
-    )
-    for record in records:
-        record["run_id"] = "run-1"
+    refs = scene_refs_from_pandas(scenes)
+    result = process_group(key, refs, config)
+    # The same group made again later from one scene less (as if a product had vanished).
+    fewer = process_group(key, refs[1:], config)
     return {
-        "tables": split_tables(result_frame(records)),
+        "tables": commit_tables(config, key, refs, result, "run-1", T0),
+        "newer": commit_tables(config, key, refs[1:], fewer, "run-2", T0 + dt.timedelta(hours=1)),
         "key": key,
-        "hash": parameter_hash(config.raster),
         "composite": result.composite,
     }
 
@@ -50,12 +65,22 @@ def query(client, sql: str) -> list[dict]:
     return [dict(row) for row in client.query(sql).result()]
 
 
+def new_sink(client) -> BigQuerySink:
+    return BigQuerySink("evi-test", f"evi_{uuid.uuid4().hex[:8]}", client=client)
+
+
+def counts(client, sink: BigQuerySink) -> dict[str, int]:
+    return {
+        table: query(client, f"SELECT COUNT(*) AS n FROM `{sink.table_id(table)}`")[0]["n"]
+        for table in ("evi_commits", "evi_composites", "evi_scenes", "evi_failures", "evi_rejected")
+    }
+
+
 @pytest.mark.integration
 def test_tables_are_created_loaded_and_queryable(bigquery_emulator, run_tables) -> None:
-    dataset = f"evi_{uuid.uuid4().hex[:8]}"
-    sink = BigQuerySink("evi-test", dataset, client=bigquery_emulator)
-    key, params = run_tables["key"], run_tables["hash"]
-    sink.write(run_tables["tables"], {(key.mgrs_tile, key.period, params)})
+    sink = new_sink(bigquery_emulator)
+    sink.load(run_tables["tables"], "run-1")
+    dataset = sink.dataset
 
     composites = bigquery_emulator.get_table(f"evi-test.{dataset}.evi_composites")
     assert (composites.time_partitioning.field, composites.time_partitioning.type_) == (
@@ -94,27 +119,111 @@ def test_tables_are_created_loaded_and_queryable(bigquery_emulator, run_tables) 
     )
     expected = run_tables["tables"]["evi_scenes"].sort_values("sensing_time")
     assert [r["product_id"] for r in scene_rows] == list(expected.product_id)
+    commit = run_tables["tables"]["evi_commits"].iloc[0]
+    key = run_tables["key"]
+    assert sink.held_commits() == {(key.mgrs_tile, key.period, commit.parameter_hash): commit.commit_id}
+    # No per-run staging table outlives the load.
+    names = [t.table_id for t in bigquery_emulator.list_tables(f"evi-test.{dataset}")]
+    assert sorted(names) == ["evi_commits", "evi_composites", "evi_failures", "evi_rejected", "evi_scenes"]
 
 
 @pytest.mark.integration
-def test_rerunning_a_group_replaces_its_rows(bigquery_emulator, run_tables) -> None:
-    dataset = f"evi_{uuid.uuid4().hex[:8]}"
-    sink = BigQuerySink("evi-test", dataset, client=bigquery_emulator)
-    key, params = run_tables["key"], run_tables["hash"]
-    group = {(key.mgrs_tile, key.period, params)}
-    sink.write(run_tables["tables"], group)
-    sink.write(run_tables["tables"], group)
-    count = f"SELECT COUNT(*) AS n FROM `evi-test.{dataset}.%s`"
-    scenes = len(run_tables["tables"]["evi_scenes"])
-    assert query(bigquery_emulator, count % "evi_composites") == [{"n": 1}]
-    assert query(bigquery_emulator, count % "evi_scenes") == [{"n": scenes}]
-    # A rerun of the group where one scene now fails: its old scene row must go.
-    fewer = dict(run_tables["tables"])
-    fewer["evi_scenes"] = run_tables["tables"]["evi_scenes"].iloc[1:].assign(run_id="run-2")
-    sink.write(fewer, group)
-    assert query(bigquery_emulator, count % "evi_scenes") == [{"n": scenes - 1}]
-    runs = query(bigquery_emulator, f"SELECT DISTINCT run_id FROM `evi-test.{dataset}.evi_scenes`")
-    assert runs == [{"run_id": "run-2"}]
+def test_a_newer_commit_replaces_the_groups_rows_and_an_older_one_changes_nothing(
+    bigquery_emulator, run_tables
+) -> None:
+    sink = new_sink(bigquery_emulator)
+    first, newer = run_tables["tables"], run_tables["newer"]
+    scenes = len(first["evi_scenes"])
+    sink.load(first, "run-1")
+    sink.load(first, "run-1")  # the same commit twice: nothing doubles
+    assert counts(bigquery_emulator, sink) == {
+        "evi_commits": 1,
+        "evi_composites": 1,
+        "evi_scenes": scenes,
+        "evi_failures": 0,
+        "evi_rejected": 0,
+    }
+    # The group remade from one scene less: its old scene row must go with the old commit.
+    sink.load(newer, "run-2")
+    assert counts(bigquery_emulator, sink)["evi_scenes"] == scenes - 1
+    held = query(bigquery_emulator, f"SELECT DISTINCT commit_id, run_id FROM `{sink.table_id('evi_scenes')}`")
+    assert held == [{"commit_id": newer["evi_commits"].commit_id.iloc[0], "run_id": "run-2"}]
+    # A stale loader (it listed the ledger before the newer commit existed) changes nothing.
+    sink.load(first, "run-1")
+    assert counts(bigquery_emulator, sink)["evi_scenes"] == scenes - 1
+    assert list(sink.held_commits().values()) == [newer["evi_commits"].commit_id.iloc[0]]
+
+
+@pytest.mark.integration
+def test_two_loads_at_once_leave_exactly_the_newest_commit(bigquery_emulator, run_tables) -> None:
+    sink_a, errors = new_sink(bigquery_emulator), []
+    sink_b = BigQuerySink("evi-test", sink_a.dataset, client=bigquery_emulator)
+    sink_a.ensure_tables()
+
+    def load(sink: BigQuerySink, tables, run_id: str) -> None:
+        try:
+            sink.load(tables, run_id)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=load, args=(sink_a, run_tables["newer"], "run-2")),
+        threading.Thread(target=load, args=(sink_b, run_tables["tables"], "run-1")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    newest = run_tables["newer"]
+    assert counts(bigquery_emulator, sink_a)["evi_scenes"] == len(newest["evi_scenes"])
+    ids = query(bigquery_emulator, f"SELECT DISTINCT commit_id FROM `{sink_a.table_id('evi_scenes')}`")
+    assert ids == [{"commit_id": newest["evi_commits"].commit_id.iloc[0]}]
+
+
+@pytest.mark.integration
+def test_rejected_rows_keep_the_run_that_first_rejected_them(bigquery_emulator) -> None:
+    from evi_udf.job import rejected_records
+
+    sink = new_sink(bigquery_emulator)
+    raw = pd.DataFrame(
+        [
+            {
+                "granule_id": "G1",
+                "product_id": "P1",
+                "mgrs_tile": "55HBU",
+                "stage": "select",
+                "reason": "empty BASE_URL",
+            },
+            {
+                "granule_id": "G1",
+                "product_id": "P1",
+                "mgrs_tile": "55HBU",
+                "stage": "select",
+                "reason": "empty BASE_URL",
+            },
+            {
+                "granule_id": None,
+                "product_id": None,
+                "mgrs_tile": None,
+                "stage": "parse",
+                "reason": "wrong number of fields: a",
+            },
+            {
+                "granule_id": None,
+                "product_id": None,
+                "mgrs_tile": None,
+                "stage": "parse",
+                "reason": "wrong number of fields: b",
+            },
+        ]
+    )
+    first = rejected_records(raw, "run-1")
+    assert len(first) == 3  # a duplicated line is one fact; two corrupt lines are two
+    sink.load({"evi_rejected": result_frame(first)}, "run-1")
+    sink.load({"evi_rejected": result_frame(rejected_records(raw, "run-2"))}, "run-2")
+    rows = query(bigquery_emulator, f"SELECT run_id FROM `{sink.table_id('evi_rejected')}`")
+    assert [r["run_id"] for r in rows] == ["run-1"] * 3
 
 
 def test_names_are_validated() -> None:
@@ -124,17 +233,59 @@ def test_names_are_validated() -> None:
         BigQuerySink("Bad_Project", "evi")
 
 
+def client_through(url: str):
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(
+        project="evi-test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=url)
+    )
+
+
+@pytest.mark.integration
+def test_an_existing_dataset_is_used_without_the_right_to_create_datasets(
+    bigquery_emulator, bigquery_emulator_url, run_tables
+) -> None:
+    dataset = f"evi_{uuid.uuid4().hex[:8]}"
+    bigquery_emulator.create_dataset(f"evi-test.{dataset}")
+    # Creating a dataset is a POST to .../projects/evi-test/datasets: refused, as for a service account
+    # that has no bigquery.datasets.create.
+    with faulty_proxy(
+        bigquery_emulator_url, "/projects/evi-test/datasets?", failures=100, status=403, methods=("POST",)
+    ) as proxy:
+        sink = BigQuerySink("evi-test", dataset, client=client_through(str(proxy["url"])))
+        sink.load(run_tables["tables"], "run-1")
+        assert counts(bigquery_emulator, sink)["evi_scenes"] == len(run_tables["tables"]["evi_scenes"])
+        assert proxy["failed"] == 0
+        missing = BigQuerySink(
+            "evi-test", f"evi_{uuid.uuid4().hex[:8]}", client=client_through(str(proxy["url"]))
+        )
+        with pytest.raises(SinkError, match=rf"evi-test\.{missing.dataset}: cannot create the dataset"):
+            missing.held_commits()
+        assert proxy["failed"] == 1
+
+
+@pytest.mark.integration
+def test_every_api_error_is_a_sink_error_naming_the_dataset(bigquery_emulator_url, run_tables) -> None:
+    dataset = f"evi_{uuid.uuid4().hex[:8]}"
+    with faulty_proxy(bigquery_emulator_url, "/", failures=1000, status=403) as proxy:
+        sink = BigQuerySink("evi-test", dataset, client=client_through(str(proxy["url"])))
+        with pytest.raises(SinkError, match=rf"evi-test\.{dataset}"):
+            sink.load(run_tables["tables"], "run-1")
+        with pytest.raises(SinkError, match=rf"evi-test\.{dataset}"):
+            sink.held_commits()
+
+
 @pytest.mark.integration
 def test_the_example_queries_run_with_parameters(bigquery_emulator, run_tables) -> None:
     from google.cloud import bigquery
 
     from evi_udf.queries import load_query
 
-    dataset = f"evi_{uuid.uuid4().hex[:8]}"
-    key, params = run_tables["key"], run_tables["hash"]
-    BigQuerySink("evi-test", dataset, client=bigquery_emulator).write(
-        run_tables["tables"], {(key.mgrs_tile, key.period, params)}
-    )
+    sink = new_sink(bigquery_emulator)
+    sink.load(run_tables["tables"], "run-1")
+    dataset = sink.dataset
 
     def run(name: str, *parameters: object) -> list[dict]:
         job = bigquery_emulator.query(

@@ -8,7 +8,7 @@ purpose by deleting its B04 file. Worked out by hand from that plan:
 * groups: 55HBU x {2022-01, 2022-02}, 54HYD x {2022-01, 2022-02} -> 4 composites;
 * scenes selected: 12 products - 1 FAILED flag (the 05.10 duplicate replaces its 02.14 original) = 11,
   of which 10 are processed (the broken one fails);
-* failures: the broken scene, plus the index rows the catalog rejected (1 superseded, 1 empty BASE_URL).
+* failures: the broken scene; rejected index rows: 1 superseded, 1 empty BASE_URL.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def tables(root: Path) -> dict[str, pd.DataFrame]:
+    sink = ParquetSink(str(root / "out"))
     return {
-        name: pd.read_parquet(root / "out" / "tables" / name / "data.parquet")
-        for name in ("evi_composites", "evi_scenes", "evi_failures")
+        name: sink.read(name)
+        for name in ("evi_commits", "evi_composites", "evi_scenes", "evi_failures", "evi_rejected")
     }
 
 
@@ -69,7 +70,7 @@ def test_spark_submit_runs_the_job_and_reruns_replace_rather_than_duplicate(
 ) -> None:
     first = spark_submit(workspace["config"])
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "4 groups planned, 0 already done, 4 to process" in first.stdout
+    assert "4 groups planned, 0 already done, 4 to process (4 new" in first.stdout
     out = tables(workspace["root"])
     composites, scenes, failures = out["evi_composites"], out["evi_scenes"], out["evi_failures"]
 
@@ -81,14 +82,22 @@ def test_spark_submit_runs_the_job_and_reruns_replace_rather_than_duplicate(
     ]
     assert len(scenes) == 10
     assert workspace["broken"].name.removesuffix(".SAFE") not in set(scenes.product_id)
-    scene_failures = failures[~failures.stage.str.startswith("catalog:")]
-    assert list(scene_failures.product_id) == [workspace["broken"].name.removesuffix(".SAFE")]
-    assert scene_failures.stage.iloc[0] == "read"
-    assert workspace["b04"].name in scene_failures.message.iloc[0]
-    assert sorted(failures[failures.stage.str.startswith("catalog:")].stage) == [
-        "catalog:dedupe",
-        "catalog:select",
-    ]
+    assert list(failures.product_id) == [workspace["broken"].name.removesuffix(".SAFE")]
+    assert failures.stage.iloc[0] == "read"
+    assert workspace["b04"].name in failures.message.iloc[0]
+    assert sorted(out["evi_rejected"].stage) == ["dedupe", "select"]
+    commits = out["evi_commits"].set_index(["mgrs_tile", "period"])
+    assert commits.loc[("54HYD", "2022-01"), "status"] == "partial"
+    assert (
+        commits.loc[("54HYD", "2022-01"), "scene_count"],
+        commits.loc[("54HYD", "2022-01"), "scenes_used"],
+    ) == (3, 2)
+    assert (commits.drop(("54HYD", "2022-01")).status == "ok").all()
+    # Every row of a group carries its group's current commit.
+    for name in ("evi_composites", "evi_scenes", "evi_failures"):
+        frame = out[name]
+        current = frame.set_index(["mgrs_tile", "period"]).index.map(commits["commit_id"])
+        assert list(frame.commit_id) == list(current), name
     by_group = composites.set_index(["mgrs_tile", "period"])
     assert by_group.loc[("54HYD", "2022-01"), "scene_count"] == 2  # 4 dates - FAILED flag - broken
     assert by_group.loc[("54HYD", "2022-01"), "scenes_failed"] == 1
@@ -111,6 +120,10 @@ def test_spark_submit_runs_the_job_and_reruns_replace_rather_than_duplicate(
 
     report = json.loads(Path(first.stdout.split("(report ")[1].split(")")[0]).read_text())
     assert (report["groups_processed"], report["groups_failed"], report["scenes_read"]) == (4, 0, 10)
+    # The report's counts are the rows the run wrote.
+    assert report["scenes_read"] == len(scenes[scenes.run_id == report["run_id"]])
+    assert report["scenes_failed"] == len(failures[failures.run_id == report["run_id"]])
+    assert report["rejected_index_rows"] == len(out["evi_rejected"]) == 2
     for mosaic in report["mosaics"].values():
         assert Path(mosaic).is_file()
 
@@ -120,8 +133,9 @@ def test_spark_submit_runs_the_job_and_reruns_replace_rather_than_duplicate(
     assert "4 groups planned, 4 already done, 0 to process" in second.stdout
     again = tables(workspace["root"])
     for name, frame in out.items():
-        assert len(again[name]) == len(frame), name
-    # --overwrite processes everything again and replaces the rows.
+        pd.testing.assert_frame_equal(again[name], frame, obj=name)
+    # --overwrite processes everything again and replaces the rows, and the old outputs go.
+    old_cogs = set(composites.raster_uri)
     third = spark_submit(workspace["config"], "--overwrite")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "4 groups planned, 0 already done, 4 to process" in third.stdout
@@ -129,7 +143,16 @@ def test_spark_submit_runs_the_job_and_reruns_replace_rather_than_duplicate(
     for name, frame in out.items():
         assert len(replaced[name]) == len(frame), name
     assert set(replaced["evi_composites"].run_id).isdisjoint(set(composites.run_id))
-    assert not replaced["evi_scenes"].duplicated(["product_id", "period", "parameter_hash"]).any()
+    assert (
+        not replaced["evi_scenes"].duplicated(["mgrs_tile", "product_id", "period", "parameter_hash"]).any()
+    )
+    tifs = {str(p) for p in (workspace["root"] / "out" / "evi").rglob("*.tif")}
+    assert tifs == set(replaced["evi_composites"].raster_uri)
+    assert tifs.isdisjoint(old_cogs)
+    records = list((workspace["root"] / "out" / "ledger").rglob("*.parquet"))
+    assert sorted(p.name for p in records) == sorted(
+        Path(uri).name for uri in replaced["evi_commits"].record_uri
+    )
 
 
 @pytest.mark.integration
@@ -146,13 +169,15 @@ def test_the_udf_gives_the_same_rows_on_pandas_and_through_apply_in_pandas(
         one_group.groupBy("mgrs_tile", "period").applyInPandas(function, result_spark_schema()).toPandas()
     )
     on_pandas = function(one_group.toPandas())
-    ignore = ["processed_at", "processing_seconds"]  # wall-clock time of each call
+    # Each call is its own attempt and commit: its time, ids and output names differ.
+    ignore = ["processed_at", "processing_seconds", "committed_at", "commit_id"]
+    ignore += ["raster_uri", "stac_uri", "quicklook_uri", "record_uri"]
     left = through_spark.drop(columns=ignore).sort_values(["kind", "product_id"], na_position="first")
     right = on_pandas.drop(columns=ignore).sort_values(["kind", "product_id"], na_position="first")
     # Spark hands timestamps back in microseconds, pandas keeps nanoseconds: compare the instants.
     for frame in (left, right):
         frame["sensing_time"] = frame["sensing_time"].astype("datetime64[ns]")
-    assert len(left) == 3  # one composite, two scenes
+    assert sorted(left.kind) == ["commit", "composite", "scene", "scene"]
     pd.testing.assert_frame_equal(
         left.reset_index(drop=True), right.reset_index(drop=True), check_dtype=False
     )
@@ -199,8 +224,10 @@ def test_run_fails_its_rules_when_too_many_groups_fail(spark, workspace, tmp_pat
     assert (report.groups_processed, report.groups_failed, report.status) == (1, 1, "failed")
     assert "FAILED" in lines[-1]
     failures = ParquetSink(config.output.root).read("evi_failures")
-    group_rows = failures[failures.product_id.isna() & ~failures.stage.str.startswith("catalog:")]
+    group_rows = failures[failures.product_id.isna()]
     assert group_rows.message.iloc[0] == f"every scene of {BROKEN_TILE} 2022-01-{BROKEN_DATE[-2:]} failed"
+    (commit,) = ParquetSink(config.output.root).read("evi_commits").itertuples()
+    assert (commit.status, commit.raster_uri, commit.scenes_used) == ("failed", None, 0)
 
 
 @pytest.mark.integration

@@ -59,7 +59,11 @@ def _fail(key: str, message: str) -> typing.NoReturn:
 class CatalogConfig:
     """Which scenes of the Sentinel-2 index to use and how to group them.
 
-    Dates are UTC calendar dates of the sensing time, both ends inclusive. ``bbox`` is
+    Dates are UTC calendar dates of the sensing time, both ends inclusive. In the YAML they may be
+    relative to the day the job starts (UTC): ``today``, ``yesterday`` or ``-<N>d`` / ``-<N>w`` /
+    ``-<N>m`` (days, weeks, calendar months ago); a relative ``start_date`` moves back to the start of
+    its period, so that a scheduled run never makes a composite from part of a period (see
+    :func:`resolve_relative_dates`). ``bbox`` is
     ``[west, south, east, north]`` in degrees; ``west > east`` means the box crosses the antimeridian.
     A scene is kept when its index bounding box intersects ``bbox``.
     """
@@ -206,7 +210,7 @@ class SinkConfig:
 class RunConfig:
     """How a run behaves as a whole."""
 
-    # Reprocess groups whose composite already exists for the same parameters (else they are skipped).
+    # Remake groups that are done (committed from the same scene set with the same parameters).
     overwrite: bool = False
     # The run fails (non-zero exit) when more than this share of the groups it processed failed.
     max_failed_group_share: float = 0.5
@@ -358,7 +362,73 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
+RELATIVE_DATE = re.compile(r"^(?:today|yesterday|-(?P<count>[0-9]{1,5})(?P<unit>[dwm]))$")
+_DATE_KEYS = ("start_date", "end_date")
+
+
+def is_relative_date(value: Any) -> bool:
+    """Whether a configured date is written relative to the run day (``today``, ``-45d``, ...)."""
+    return isinstance(value, str) and RELATIVE_DATE.match(value.strip().lower()) is not None
+
+
+def period_start_of(day: dt.date, period: str) -> dt.date:
+    """The first day of the ``period`` (day, month, quarter, year, all) that holds ``day``."""
+    if period == "month":
+        return day.replace(day=1)
+    if period == "quarter":
+        return day.replace(month=3 * ((day.month - 1) // 3) + 1, day=1)
+    if period == "year":
+        return day.replace(month=1, day=1)
+    return day
+
+
+def _months_before(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    last = (dt.date(year + (month + 1) // 12, (month + 1) % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return dt.date(year, month + 1, min(day.day, last))
+
+
+def resolve_relative_dates(data: Mapping[str, Any], today: dt.date) -> dict[str, Any]:
+    """A copy of config data with relative ``catalog`` dates replaced by calendar dates.
+
+    ``today`` is the run day (UTC). A relative ``start_date`` is moved back to the first day of its
+    period (``catalog.period``, month by default): with ``start_date: -45d`` a monthly run covers
+    whole months, and the oldest month it touches keeps every one of its scenes instead of being
+    remade from the days inside the window. Absolute dates are kept as written.
+    """
+    resolved = {key: value for key, value in data.items()}
+    catalog = resolved.get("catalog")
+    if not isinstance(catalog, Mapping):
+        return resolved
+    catalog = dict(catalog)
+    for key in _DATE_KEYS:
+        value = catalog.get(key)
+        if not is_relative_date(value):
+            continue
+        text = str(value).strip().lower()
+        match = RELATIVE_DATE.match(text)
+        assert match is not None
+        if text == "today":
+            day = today
+        elif text == "yesterday":
+            day = today - dt.timedelta(days=1)
+        else:
+            count, unit = int(match["count"]), match["unit"]
+            if unit == "m":
+                day = _months_before(today, count)
+            else:
+                day = today - dt.timedelta(days=count * (7 if unit == "w" else 1))
+        if key == "start_date":
+            day = period_start_of(day, str(catalog.get("period", "month")))
+        catalog[key] = day
+    resolved["catalog"] = catalog
+    return resolved
+
+
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), today: dt.date | None = None
+) -> JobConfig:
     """Load the job configuration from a YAML file plus ``key.path=value`` overrides.
 
     Parameters
@@ -369,6 +439,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
     overrides
         Strings like ``catalog.max_cloud_cover=30``; the value is parsed as YAML, so lists
         (``catalog.tiles=[55HBU,55HCU]``) and ``null`` work.
+    today
+        The day relative dates count from (default: today in UTC).
 
     Raises
     ------
@@ -378,7 +450,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
     config_path = str(path)
     data = load_mapping(config_path, overrides)
     try:
-        return config_from_mapping(data)
+        return config_from_mapping(data, today)
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
 
@@ -415,9 +487,13 @@ def load_mapping(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, A
     return data
 
 
-def config_from_mapping(data: Mapping[str, Any]) -> JobConfig:
-    """Build and validate a :class:`JobConfig` from plain data (as parsed from YAML)."""
-    return _build_dataclass(JobConfig, data, prefix="")
+def config_from_mapping(data: Mapping[str, Any], today: dt.date | None = None) -> JobConfig:
+    """Build and validate a :class:`JobConfig` from plain data (as parsed from YAML).
+
+    Relative catalog dates are resolved against ``today`` (default: today in UTC).
+    """
+    day = today or dt.datetime.now(dt.timezone.utc).date()
+    return _build_dataclass(JobConfig, resolve_relative_dates(data, day), prefix="")
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from evi_udf import __version__
-from evi_udf.config import JobConfig, config_from_mapping, load_mapping
+from evi_udf.config import JobConfig, config_from_mapping, is_relative_date, load_mapping
 from evi_udf.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,9 @@ class Submission:
     run_async: bool = False
     # Set: the batch converts the index into this Parquet cache instead of running the EVI job.
     index_cache_uri: str | None = None
+    # Catalog dates written relative to the run day (e.g. start_date: -45d): staged as written, so a
+    # scheduled batch resolves them on the day it runs.
+    relative_dates: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def staged_wheel(self) -> str:
@@ -149,11 +152,28 @@ def resolve_config(path: str, overrides: Sequence[str], index_cache_uri: str | N
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def write_resolved_config(config: JobConfig, destination: Path) -> Path:
-    """Write ``config`` as YAML with every default spelled out (the file the batch reads); return the path."""
+def relative_dates(path: str, overrides: Sequence[str]) -> dict[str, str]:
+    """The catalog dates of a config written relative to the run day, as written (``-45d``, ``today``)."""
+    catalog = load_mapping(path, overrides).get("catalog") or {}
+    return {
+        key: str(catalog[key]).strip().lower()
+        for key in ("start_date", "end_date")
+        if isinstance(catalog, dict) and is_relative_date(catalog.get(key))
+    }
+
+
+def write_resolved_config(
+    config: JobConfig, destination: Path, relative: dict[str, str] | None = None
+) -> Path:
+    """Write ``config`` as YAML with every default spelled out (the file the batch reads); return the path.
+
+    ``relative`` catalog dates are written as given, to be resolved by the batch on its run day.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
+    data = config.to_dict()
+    data["catalog"].update(relative or {})
     header = "# Resolved by scripts/submit.sh from the config file, its flags and --set overrides.\n"
-    destination.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    destination.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return destination
 
 
