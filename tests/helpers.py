@@ -17,10 +17,29 @@ def spark_submit(
     return spark_submit_script("evi_job.py", "--config", str(config), *args, env=env)
 
 
+def start_spark_submit(
+    config: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[str]:
+    """Start the job like :func:`spark_submit`, in its own process group (so that a test can kill the
+    driver, its JVM and its Python workers at once with ``os.killpg``); output goes to ``log``."""
+    command, environment = _spark_submit_command("evi_job.py", "--config", str(config), *args, env=env)
+    output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        command, stdout=output, stderr=subprocess.STDOUT, text=True, env=environment, start_new_session=True
+    )
+
+
 def spark_submit_script(
     script: str, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``spark-submit --master local[2] spark_jobs/<script> <args>``, with the venv's interpreter."""
+    command, environment = _spark_submit_command(script, *args, env=env)
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=environment)
+
+
+def _spark_submit_command(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     environment = {
         **os.environ,
         **(env or {}),
@@ -38,4 +57,4 @@ def spark_submit_script(
         str(REPO / "spark_jobs" / script),
         *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=environment)
+    return command, environment

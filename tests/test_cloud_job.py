@@ -73,7 +73,7 @@ def test_job_against_gcs_and_bigquery_emulators(
 
     first = spark_submit(config, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    composites, scenes, failures = table("evi_composites"), table("evi_scenes"), table("evi_failures")
+    composites, scenes, rejected = table("evi_composites"), table("evi_scenes"), table("evi_rejected")
     # 2 tiles x 2 months; 12 products - 1 FAILED flag = 11 scenes; 2 rejected index rows.
     assert sorted((r["mgrs_tile"], r["period"]) for r in composites) == [
         ("54HYD", "2022-01"),
@@ -82,7 +82,8 @@ def test_job_against_gcs_and_bigquery_emulators(
         ("55HBU", "2022-02"),
     ]
     assert len(scenes) == 11
-    assert sorted(r["stage"] for r in failures) == ["catalog:dedupe", "catalog:select"]
+    assert sorted(r["stage"] for r in rejected) == ["dedupe", "select"]
+    assert table("evi_failures") == []
     store = Storage()
     for row in composites:
         assert row["raster_uri"].startswith(f"gs://{output}/run1/evi/native/")
@@ -104,7 +105,7 @@ def test_job_against_gcs_and_bigquery_emulators(
     second = spark_submit(config, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "0 to process" in second.stdout
-    for name, before in (("evi_composites", composites), ("evi_scenes", scenes), ("evi_failures", failures)):
+    for name, before in (("evi_composites", composites), ("evi_scenes", scenes), ("evi_rejected", rejected)):
         after = table(name)
         key = sorted(
             str(sorted((k, str(v)) for k, v in row.items() if k not in ("run_id",))) for row in after

@@ -138,3 +138,42 @@ def test_to_dict_is_plain_data() -> None:
     plain = config.to_dict()
     assert plain["catalog"]["start_date"] == "2022-01-01"
     assert plain["catalog"]["tiles"] == ["55HBU"]
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "end", "expected"),
+    [
+        # Today is Wednesday 2026-12-02 (UTC). 45 days back is 2026-10-18, whose month starts on the 1st.
+        ("month", "-45d", "today", (dt.date(2026, 10, 1), dt.date(2026, 12, 2))),
+        ("day", "-45d", "yesterday", (dt.date(2026, 10, 18), dt.date(2026, 12, 1))),
+        ("quarter", "-45d", "today", (dt.date(2026, 10, 1), dt.date(2026, 12, 2))),
+        ("year", "-2w", "today", (dt.date(2026, 1, 1), dt.date(2026, 12, 2))),
+        ("all", "-2w", "-1d", (dt.date(2026, 11, 18), dt.date(2026, 12, 1))),
+        # Calendar months: 2026-12-02 minus 10 months is 2026-02-02 (month start 2026-02-01).
+        ("month", "-10m", "today", (dt.date(2026, 2, 1), dt.date(2026, 12, 2))),
+        # An absolute start is kept as written, even mid-period.
+        ("month", "2026-11-15", "TODAY", (dt.date(2026, 11, 15), dt.date(2026, 12, 2))),
+    ],
+)
+def test_relative_dates_count_from_the_run_day_and_start_whole_periods(
+    period: str, start: str, end: str, expected: tuple[dt.date, dt.date]
+) -> None:
+    today = dt.date(2026, 12, 2)
+    data = {"catalog": {"index_uri": "x", "period": period, "start_date": start, "end_date": end}}
+    catalog = config_from_mapping(data, today=today).catalog
+    assert (catalog.start_date, catalog.end_date) == expected
+
+
+def test_months_back_stay_inside_short_months() -> None:
+    data = {"catalog": {"index_uri": "x", "period": "day", "start_date": "-1m", "end_date": "today"}}
+    # 2024-03-31 minus one month: February 2024 has 29 days.
+    catalog = config_from_mapping(data, today=dt.date(2024, 3, 31)).catalog
+    assert catalog.start_date == dt.date(2024, 2, 29)
+
+
+def test_a_malformed_relative_date_names_the_key() -> None:
+    for bad in ("-45", "45d", "-3y", "tomorrow"):
+        with pytest.raises(ConfigError, match="catalog.start_date: must be a date like 2023-01-31"):
+            config_from_mapping(
+                {"catalog": {"index_uri": "x", "start_date": bad}}, today=dt.date(2026, 12, 2)
+            )

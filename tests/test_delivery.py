@@ -432,7 +432,7 @@ def test_the_wheel_alone_runs_the_job_in_a_fresh_venv(tmp_path: Path) -> None:
         timeout=900,
     )
     assert job.returncode == 0, job.stdout[-2000:] + job.stderr[:4000]
-    composites = pd.read_parquet(tmp_path / "out" / "tables" / "evi_composites" / "data.parquet")
+    composites = pd.read_parquet(tmp_path / "out" / "tables" / "evi_composites")
     assert len(composites) == 1
     (cog,) = (tmp_path / "out" / "evi").rglob("*.tif")
     with rasterio.open(cog) as dataset:

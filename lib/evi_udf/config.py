@@ -426,9 +426,7 @@ def resolve_relative_dates(data: Mapping[str, Any], today: dt.date) -> dict[str,
     return resolved
 
 
-def load_config(
-    path: str | Path, overrides: Sequence[str] = (), today: dt.date | None = None
-) -> JobConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = (), today: dt.date | None = None) -> JobConfig:
     """Load the job configuration from a YAML file plus ``key.path=value`` overrides.
 
     Parameters

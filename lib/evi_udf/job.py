@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
@@ -470,7 +471,7 @@ def run(
         {(r.mgrs_tile, r.period) for r in uncommitted.itertuples(index=False)}
     )
     root = config.output.root.rstrip("/")
-    mosaics = _mosaics(store, composites, config, run_id, root)
+    mosaics = _mosaics(store, composites, config, run_id, root, log)
     failed_share = failed_groups / len(todo) if todo else 0.0
     report = RunReport(
         run_id=run_id,
@@ -508,18 +509,33 @@ def run(
 
 
 def _mosaics(
-    store: Storage, composites: pd.DataFrame, config: JobConfig, run_id: str, root: str
+    store: Storage,
+    composites: pd.DataFrame,
+    config: JobConfig,
+    run_id: str,
+    root: str,
+    log: Callable[[str], None],
 ) -> dict[str, str]:
-    """One mosaic PNG per period of the composites this run made (none for skipped groups)."""
+    """One mosaic PNG per period of the composites this run made (none for skipped groups).
+
+    A composite that a concurrent run has superseded (and cleaned) meanwhile is left out; a mosaic
+    that cannot be drawn is a warning, not a failed run: the run's data is committed and loaded.
+    """
     mosaics = {}
     with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
         local = Path(scratch)
         for period, rows in composites.groupby("period", sort=True):
-            picture = write_mosaic(
-                [store.fetch(uri, local / "cogs") for uri in rows["raster_uri"]],
-                local / f"{period}.png",
-                config.run.mosaic_size,
-            )
+            cogs = []
+            for uri in rows["raster_uri"]:
+                with contextlib.suppress(StorageError):
+                    cogs.append(store.fetch(uri, local / "cogs"))
+            try:
+                picture = write_mosaic(
+                    [cog for cog in cogs if cog.exists()], local / f"{period}.png", config.run.mosaic_size
+                )
+            except RasterioIOError as exc:
+                log(f"warning: no mosaic for {period}: {exc}")
+                continue
             if picture:
                 mosaics[str(period)] = f"{root}/runs/{run_id}_mosaic_{period}.png"
                 store.publish(picture, mosaics[str(period)], overwrite=True)

@@ -333,7 +333,8 @@ class Ledger:
 
     def list_commits(self) -> list[Commit]:
         """Every commit record of the root, from one paged listing of the ledger."""
-        commits = (parse_record_uri(item.uri, self.prefix) for item in self.storage.list_objects(self.prefix))
+        listed = self.storage.list_objects(self.prefix + "/")
+        commits = (parse_record_uri(item.uri, self.prefix) for item in listed)
         return [commit for commit in commits if commit is not None]
 
     def read_record(self, uri: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
