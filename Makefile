@@ -32,9 +32,10 @@ run: setup sample
 run-emulators: setup
 	$(PY) scripts/run_emulators.py $(ARGS)
 
-# The plan only: which scenes and groups the config selects, and the rejected index rows.
+# The plan only: the groups the config selects, each new / changed / failed / done with the reason
+# (from the output root's commit records), and the rejected index rows. Nothing is processed.
 plan: setup sample
-	$(PY) -m evi_udf.catalog --config $(CONFIG) --master 'local[2]'
+	$(PY) -m evi_udf.plan --config $(CONFIG) --master 'local[2]' $(ARGS)
 
 # The wheel Dataproc batches run (scripts/submit.sh and scripts/build_image.sh build it themselves).
 wheel: setup

@@ -391,7 +391,7 @@ def child_spark_tables(out: str) -> dict[str, Any]:
     """Per-group ``processing_seconds`` from the job's Parquet sink and the job's own wall time."""
     import pandas as pd
 
-    composites = pd.read_parquet(Path(out) / "tables" / "evi_composites" / "data.parquet")
+    composites = pd.read_parquet(Path(out) / "tables" / "evi_composites")
     report = json.loads(next((Path(out) / "runs").glob("*.json")).read_text())
     return {
         "run_wall_seconds": float(report["wall_seconds"]),

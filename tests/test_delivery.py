@@ -146,6 +146,80 @@ def _overrides_of_flags() -> list[str]:
     return [f"{keys[flag]}={value}" for flag, value in REQUIRED_FLAGS.items()] + ["sink.project=evi-prod"]
 
 
+def test_a_schedule_stages_the_job_and_creates_a_scheduler_job_posting_the_batch() -> None:
+    import datetime as dt
+    import json
+
+    result = run_script(
+        SUBMIT,
+        "--dry-run",
+        "--schedule",
+        "30 5 * * *",
+        "--schedule-name",
+        "evi-daily",
+        "--set",
+        "catalog.start_date=-45d",
+        "--set",
+        "catalog.end_date=today",
+        *flags_of(),
+    )
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 3 and not [c for c in commands if c[:3] == ["gcloud", "dataproc", "batches"]]
+    build, stage, create = commands
+    assert build[1:4] == ["-m", "pip", "wheel"]
+    folder = "gs://evi-prod-deps/evi-udf/schedules/evi-daily"
+    assert stage[:3] == ["gcloud", "storage", "cp"] and stage[-1] == f"{folder}/"
+    assert "spark_jobs/evi_job.py" in stage
+    assert create[:6] == ["gcloud", "scheduler", "jobs", "create", "http", "evi-daily"]
+    flags = dict(token.split("=", 1) for token in create[6:])
+    assert flags["--schedule"] == "30 5 * * *" and flags["--time-zone"] == "UTC"
+    assert flags["--location"] == "europe-west4" and flags["--project"] == "evi-prod"
+    assert (
+        flags["--uri"]
+        == "https://dataproc.googleapis.com/v1/projects/evi-prod/locations/europe-west4/batches"
+    )
+    assert flags["--http-method"] == "POST"
+    assert flags["--oauth-service-account-email"] == REQUIRED_FLAGS["--service-account"]
+    assert flags["--oauth-token-scope"] == "https://www.googleapis.com/auth/cloud-platform"
+
+    body = json.loads((REPO / flags["--message-body-from-file"]).read_text())
+    assert "batchId" not in body  # the service names each scheduled batch
+    assert body["pysparkBatch"] == {
+        "mainPythonFileUri": f"{folder}/evi_job.py",
+        "args": ["--config", f"{folder}/config.yaml"],
+        "pythonFileUris": [f"{folder}/evi_udf-{__version__}-py3-none-any.whl"],
+        "fileUris": [f"{folder}/config.yaml"],
+    }
+    assert body["runtimeConfig"]["version"] == "2.3"
+    assert body["runtimeConfig"]["containerImage"] == REQUIRED_FLAGS["--image"]
+    assert body["runtimeConfig"]["properties"]["spark.dynamicAllocation.maxExecutors"] == "20"
+    execution = body["environmentConfig"]["executionConfig"]
+    assert execution == {"serviceAccount": REQUIRED_FLAGS["--service-account"], "ttl": "86400s"}
+    assert body["labels"]["schedule"] == "evi-daily"
+
+    # The staged config keeps the relative dates: each scheduled batch resolves them on its own day.
+    staged_path = REPO / next(t for t in stage if t.endswith("config.yaml"))
+    assert "start_date: -45d" in staged_path.read_text() and "end_date: today" in staged_path.read_text()
+    on_day = load_config(staged_path, today=dt.date(2027, 3, 20))
+    assert (on_day.catalog.start_date, on_day.catalog.end_date) == (dt.date(2027, 2, 1), dt.date(2027, 3, 20))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--schedule", "daily"), "--schedule 'daily': give five cron fields"),
+        (("--schedule", "0 6 * * *", "--batch", "evi-x-1"), "--schedule: the scheduler submits"),
+        (("--schedule-name", "x"), "need --schedule"),
+        (("--schedule", "0 6 * * *", "--schedule-name", "bad name"), "--schedule-name 'bad name'"),
+    ],
+)
+def test_schedule_flags_are_checked(args: tuple[str, ...], message: str) -> None:
+    result = run_script(SUBMIT, "--dry-run", *args, *flags_of())
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
 def test_subnet_set_options_and_commas_in_properties() -> None:
     result = run_script(
         SUBMIT,

@@ -28,6 +28,7 @@ from helpers import spark_submit, start_spark_submit
 
 from evi_udf.config import load_config
 from evi_udf.job import run
+from evi_udf.plan import plan_table
 from evi_udf.sample import SampleSpec, generate_archive
 from evi_udf.sinks import sink_for
 from evi_udf.sinks.bigquery import BigQuerySink
@@ -228,6 +229,11 @@ def test_scenes_that_arrive_later_remake_only_their_groups(spark, archive, clean
 
     lines: list[str] = []
     later = load_config(write_config(tmp_path / "later.yaml", archive, out))
+    groups, _ = plan_table(spark, later)  # what `make plan` prints
+    states = groups.set_index(["mgrs_tile", "period"])
+    assert set(states.xs("2022-01", level="period").state) == {"done"}
+    assert set(states.xs("2022-02", level="period").state) == {"changed"}
+    assert set(states.xs("2022-02", level="period").reason) == {"scene set changed: 1 -> 2 scenes"}
     second = run(spark, later, ParquetSink(str(out)), log=lines.append)
     assert (second.groups_skipped, second.groups_changed, second.groups_processed) == (4, 4, 4)
     assert lines[0].endswith(

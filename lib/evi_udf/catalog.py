@@ -1138,10 +1138,17 @@ def plan_groups(selection: CatalogSelection | pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
-def report(spark: SparkSession, config: CatalogConfig, out: TextIO | None = None, limit: int = 50) -> None:
-    """Print the plan of groups and the rejected rows counted by stage and reason (to stdout by default)."""
+def rejected_summary(selection: CatalogSelection) -> pd.DataFrame:
+    """The rejected rows counted by stage and reason (columns ``stage``, ``reason``, ``count``)."""
     from pyspark.sql import functions as F
 
+    return (
+        selection.rejected.groupBy("stage", "reason").count().orderBy("stage", F.desc("count"), "reason")
+    ).toPandas()
+
+
+def report(spark: SparkSession, config: CatalogConfig, out: TextIO | None = None, limit: int = 50) -> None:
+    """Print the plan of groups and the rejected rows counted by stage and reason (to stdout by default)."""
     # Looked up per call, not as a default argument, so redirected stdout is honoured.
     out = out or sys.stdout
     selection = select_scenes(spark, config)
@@ -1150,18 +1157,16 @@ def report(spark: SparkSession, config: CatalogConfig, out: TextIO | None = None
     print(f"{int(plan['scene_count'].sum())} scenes in {len(plan)} groups (tile x {config.period})", file=out)
     if not plan.empty:
         shown = plan.assign(granule_ids=plan["granule_ids"].map(", ".join))
-        print(_table(shown), file=out)
-    counts = (
-        selection.rejected.groupBy("stage", "reason").count().orderBy("stage", F.desc("count"), "reason")
-    ).toPandas()
+        print(text_table(shown), file=out)
+    counts = rejected_summary(selection)
     print(f"{int(counts['count'].sum())} rejected rows", file=out)
     if not counts.empty:
-        print(_table(counts[["count", "stage", "reason"]].head(limit), width=160), file=out)
+        print(text_table(counts[["count", "stage", "reason"]].head(limit), width=160), file=out)
         if len(counts) > limit:
             print(f"... and {len(counts) - limit} more distinct reasons", file=out)
 
 
-def _table(frame: pd.DataFrame, width: int = 80) -> str:
+def text_table(frame: pd.DataFrame, width: int = 80) -> str:
     """Left-aligned text columns (pandas right-aligns text, which makes long reasons unreadable)."""
     cells = [[_shorten(str(value), width) for value in row] for row in frame.itertuples(index=False)]
     header = [str(column) for column in frame.columns]

@@ -7,6 +7,13 @@ A submission is three commands, printed by ``--dry-run`` and otherwise run in or
    (one folder per batch, so a running batch never sees its files replaced);
 3. ``gcloud dataproc batches submit pyspark spark_jobs/evi_job.py ... -- --config <staged config>``.
 
+With ``--schedule CRON`` nothing is submitted now: the wheel, the config and the job file are staged
+under ``gs://<deps bucket>/evi-udf/schedules/<name>/`` and a Cloud Scheduler job is created that
+posts the same batch to the Dataproc API on that schedule (the service picks each batch id). With
+relative catalog dates (``start_date: -45d``, ``end_date: today``) every scheduled batch covers the
+recent periods as of its own day; groups whose scenes did not change are skipped, so only the months
+that got new or reprocessed scenes are remade.
+
 With ``--index-cache gs://...parquet`` the batch instead runs ``spark_jobs/build_index_cache.py`` once,
 converting ``catalog.index_uri`` (the gzip CSV) into the partitioned Parquet cache that later batches
 read in parallel; it needs the Dataproc settings but neither an output root nor a dataset.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import re
 import secrets
 import shlex
@@ -55,8 +63,28 @@ REQUIRED_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("output.root", "--output", "gs://BUCKET/PREFIX for the COGs, STAC items and run reports"),
     ("sink.dataset", "--dataset", "the BigQuery dataset of the EVI tables"),
 )
+# Cloud Scheduler job names: letters, digits, hyphens and underscores, at most 500 characters.
+SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
+# Five cron fields (minute hour day-of-month month day-of-week), as Cloud Scheduler takes them.
+CRON = re.compile(r"^\S+(\s+\S+){4}$")
+DATAPROC_API = "https://dataproc.googleapis.com/v1"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_TTL_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # The index cache batch writes no COGs and no tables.
 _NOT_NEEDED_FOR_INDEX_CACHE = ("output.root", "sink.dataset")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A Cloud Scheduler job that posts the batch to the Dataproc API on a cron schedule."""
+
+    name: str
+    cron: str
+    time_zone: str = "UTC"
+    # Who the scheduler calls the Dataproc API as; by default the batch's own service account.
+    service_account: str | None = None
+    # Replace the job of that name (gcloud scheduler jobs update) instead of creating it.
+    update: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +102,8 @@ class Submission:
     # Catalog dates written relative to the run day (e.g. start_date: -45d): staged as written, so a
     # scheduled batch resolves them on the day it runs.
     relative_dates: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Set: create a Cloud Scheduler job that submits this batch on a cron schedule, instead of now.
+    schedule: Schedule | None = None
 
     @property
     def staged_wheel(self) -> str:
@@ -197,13 +227,99 @@ def batch_labels(config: JobConfig, job: str = "evi") -> dict[str, str]:
     }
 
 
+def ttl_seconds(ttl: str) -> int:
+    """A Dataproc ttl (``6h``, ``1d``) in seconds, as the batches API takes it (``"21600s"``)."""
+    return int(ttl[:-1]) * _TTL_SECONDS[ttl[-1]]
+
+
+def batch_body(submission: Submission) -> dict[str, Any]:
+    """The Dataproc ``Batch`` resource a scheduled submission posts (``projects.locations.batches``).
+
+    No batch id: the service gives each scheduled batch its own.
+    """
+    config = submission.config
+    dataproc = config.dataproc
+    execution: dict[str, Any] = {
+        "serviceAccount": dataproc.service_account,
+        "ttl": f"{ttl_seconds(dataproc.ttl)}s",
+    }
+    if dataproc.subnet:
+        execution["subnetworkUri"] = dataproc.subnet
+    environment: dict[str, Any] = {"executionConfig": execution}
+    if dataproc.history_server_cluster:
+        environment["peripheralsConfig"] = {
+            "sparkHistoryServerConfig": {"dataprocCluster": dataproc.history_server_cluster}
+        }
+    return {
+        "pysparkBatch": {
+            "mainPythonFileUri": f"{submission.staging_uri}/{Path(JOB_FILE).name}",
+            "args": [
+                "--config",
+                submission.staged_config,
+                *(["--overwrite"] if submission.overwrite else []),
+            ],
+            "pythonFileUris": [submission.staged_wheel],
+            "fileUris": [submission.staged_config],
+        },
+        "runtimeConfig": {
+            "version": dataproc.runtime_version,
+            "containerImage": dataproc.container_image,
+            "properties": dataproc.spark_properties(),
+        },
+        "environmentConfig": environment,
+        "labels": {
+            **batch_labels(config),
+            "schedule": submission.schedule.name if submission.schedule else "",
+        },
+    }
+
+
+def _schedule_commands(submission: Submission, build: list[str]) -> list[list[str]]:
+    schedule = submission.schedule
+    assert schedule is not None
+    dataproc = submission.config.dataproc
+    body_file = submission.local_config.parent / "batch.json"
+    (REPO_ROOT / body_file).write_text(json.dumps(batch_body(submission), indent=2), encoding="utf-8")
+    stage = [
+        "gcloud",
+        "storage",
+        "cp",
+        f"dist/{WHEEL_NAME}",
+        str(submission.local_config),
+        JOB_FILE,
+        f"{submission.staging_uri}/",
+    ]
+    create = [
+        "gcloud",
+        "scheduler",
+        "jobs",
+        "update" if schedule.update else "create",
+        "http",
+        schedule.name,
+        f"--project={dataproc.project}",
+        f"--location={dataproc.region}",
+        f"--schedule={schedule.cron}",
+        f"--time-zone={schedule.time_zone}",
+        f"--uri={DATAPROC_API}/projects/{dataproc.project}/locations/{dataproc.region}/batches",
+        "--http-method=POST",
+        "--headers=Content-Type=application/json",
+        f"--message-body-from-file={body_file}",
+        f"--oauth-service-account-email={schedule.service_account or dataproc.service_account}",
+        f"--oauth-token-scope={CLOUD_PLATFORM_SCOPE}",
+    ]
+    return [build, stage, create]
+
+
 def commands(submission: Submission, python: str = sys.executable) -> list[list[str]]:
-    """The commands of a submission, in order: build the wheel, stage it with the config, submit."""
+    """The commands of a submission, in order: build the wheel, stage it with the config, submit (or,
+    with a schedule, create the Cloud Scheduler job that submits it)."""
     config = submission.config
     dataproc = config.dataproc
     assert dataproc.deps_bucket and dataproc.region and dataproc.project  # checked by resolve_config
     building_cache = submission.index_cache_uri is not None
     build = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "dist", "."]
+    if submission.schedule is not None:
+        return _schedule_commands(submission, build)
     staged_files = [f"dist/{WHEEL_NAME}", *([] if building_cache else [str(submission.local_config)])]
     stage = ["gcloud", "storage", "cp", *staged_files, f"{submission.staging_uri}/"]
     submit = [
@@ -271,6 +387,25 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of the EVI job, convert catalog.index_uri once into this Parquet cache "
         "(gs://BUCKET/.../index-DATE.parquet); then use it as catalog.index_uri",
     )
+    scheduling = parser.add_argument_group("following the archive (Cloud Scheduler)")
+    scheduling.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="instead of submitting now, create a Cloud Scheduler job that submits the batch on this "
+        "cron schedule, e.g. '0 6 * * *' (use relative dates such as catalog.start_date=-45d)",
+    )
+    scheduling.add_argument(
+        "--schedule-name", metavar="NAME", help="the scheduler job's name (default: <batch_prefix>-schedule)"
+    )
+    scheduling.add_argument("--time-zone", default="UTC", help="time zone of the schedule (default: UTC)")
+    scheduling.add_argument(
+        "--scheduler-service-account",
+        metavar="EMAIL",
+        help="who the scheduler calls the Dataproc API as (default: the batch's service account)",
+    )
+    scheduling.add_argument(
+        "--update-schedule", action="store_true", help="replace the scheduler job of that name"
+    )
     parser.add_argument("--async", dest="run_async", action="store_true", help="return once submitted")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     return parser
@@ -282,6 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.index_cache and args.overwrite:
         parser.error("--overwrite is for the EVI job; an index cache batch always replaces its output")
+    if args.schedule and (args.index_cache or args.batch or args.run_async):
+        parser.error(
+            "--schedule: the scheduler submits the EVI job itself (no --index-cache, --batch or --async)"
+        )
+    if args.schedule is not None and not CRON.match(args.schedule.strip()):
+        parser.error(f"--schedule {args.schedule!r}: give five cron fields, e.g. '0 6 * * *' (06:00 daily)")
+    if (args.schedule_name or args.update_schedule or args.scheduler_service_account) and not args.schedule:
+        parser.error("--schedule-name, --scheduler-service-account and --update-schedule need --schedule")
     # `is not None`: an explicitly empty flag (an unset shell variable in quotes) must be reported as
     # missing, not fall back silently to the config file's value.
     overrides = [
@@ -295,6 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"submit: {exc}", file=sys.stderr)
         return 2
+    schedule = None
+    if args.schedule:
+        name = args.schedule_name or f"{config.dataproc.batch_prefix}-schedule"
+        if not SCHEDULE_NAME.fullmatch(name):
+            print(f"submit: --schedule-name {name!r}: use letters, digits, '-' and '_'", file=sys.stderr)
+            return 2
+        schedule = Schedule(
+            name, args.schedule.strip(), args.time_zone, args.scheduler_service_account, args.update_schedule
+        )
     batch_id = args.batch or new_batch_id(config.dataproc.batch_prefix)
     if not BATCH_ID.fullmatch(batch_id):
         print(
@@ -304,20 +456,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     assert config.dataproc.deps_bucket  # checked by resolve_config
+    relative = relative_dates(args.config, [*overrides, *args.set])
+    folder = f"schedules/{schedule.name}" if schedule else batch_id
     submission = Submission(
         batch_id=batch_id,
         config=config,
-        staging_uri=f"{config.dataproc.deps_bucket.rstrip('/')}/{STAGING_FOLDER}/{batch_id}",
+        staging_uri=f"{config.dataproc.deps_bucket.rstrip('/')}/{STAGING_FOLDER}/{folder}",
         local_config=write_resolved_config(
-            config, REPO_ROOT / "dist" / "batches" / batch_id / "config.yaml"
+            config,
+            REPO_ROOT
+            / "dist"
+            / ("schedules" if schedule else "batches")
+            / folder.split("/")[-1]
+            / "config.yaml",
+            relative,
         ).relative_to(REPO_ROOT),
         overwrite=args.overwrite,
         run_async=args.run_async,
         index_cache_uri=args.index_cache,
+        relative_dates=relative,
+        schedule=schedule,
     )
     steps = commands(submission)
     if args.dry_run:
-        print(f"# batch {submission.batch_id}: resolved config written to {submission.local_config}")
+        what = f"schedule {schedule.name}" if schedule else f"batch {submission.batch_id}"
+        print(f"# {what}: resolved config written to {submission.local_config}")
         for step in steps:
             print(shlex.join(step))
         return 0
@@ -336,6 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return completed.returncode
     region = config.dataproc.region
+    if schedule:
+        print(f"scheduled: gcloud scheduler jobs describe {schedule.name} --location={region}")
+        print(f"run it now: gcloud scheduler jobs run {schedule.name} --location={region}")
+        return 0
     print(f"watch: gcloud dataproc batches describe {submission.batch_id} --region={region}")
     return 0
 
