@@ -24,6 +24,7 @@ VENV_BIN = Path(sys.executable).parent
 EMULATORS = REPO / ".venv-emulators"
 CONFIG = REPO / "conf" / "emulators.yaml"
 SOURCE_BUCKET, OUTPUT_BUCKET, PROJECT, DATASET = "s2-demo", "evi-demo", "evi-demo", "sentinel2_evi"
+LOGS = REPO / "out" / "emulators"
 
 
 def free_port() -> int:
@@ -32,19 +33,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(command: list[str], probe: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+def start(
+    command: list[str], probe: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start an emulator that logs to ``log`` (a pipe nobody reads would fill up and block it)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while True:
         try:
             urllib.request.urlopen(probe, timeout=1).close()
+            print(f"started {Path(command[0]).name} (log: {log.relative_to(REPO)})", flush=True)
             return process
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise SystemExit(
-                    f"could not start {command[0]}: {process.stderr.read().decode()[-2000:]}"
-                ) from None
+                raise SystemExit(f"could not start {command[0]} ({log}): {log.read_text()[-2000:]}") from None
             time.sleep(0.3)
 
 
@@ -66,6 +71,7 @@ def main() -> int:
                 "--in-memory",
             ],
             f"{gcs_url}/storage/v1/b?project=x",
+            LOGS / "gcs-emulator.log",
         ),
         start(
             [
@@ -81,6 +87,7 @@ def main() -> int:
                 "warning",
             ],
             f"{bq_url}/bigquery/v2/projects/{PROJECT}/datasets",
+            LOGS / "bigquery-emulator.log",
             env={**os.environ, "HOME": str(EMULATORS / "duckdb-home")},
         ),
     ]
@@ -91,14 +98,19 @@ def main() -> int:
         from evi_udf.sample import SampleSpec, generate_archive
 
         if not (args.sample / "L2" / "index.csv.gz").exists():
-            generate_archive(SampleSpec(out=args.sample, bucket_url=f"gs://{SOURCE_BUCKET}"))
+            print(
+                f"generating the sample archive in {args.sample} (gs://{SOURCE_BUCKET} BASE_URLs)", flush=True
+            )
+            generate_archive(SampleSpec(out=args.sample, bucket_url=f"gs://{SOURCE_BUCKET}"), progress=True)
         client = storage.Client()
         source = client.create_bucket(SOURCE_BUCKET)
         client.create_bucket(OUTPUT_BUCKET)
         files = sorted(p for p in args.sample.rglob("*") if p.is_file())
-        for path in files:
+        for number, path in enumerate(files, start=1):
             source.blob(path.relative_to(args.sample).as_posix()).upload_from_filename(str(path))
-        print(f"uploaded {len(files)} files of {args.sample} to gs://{SOURCE_BUCKET} ({gcs_url})")
+            if number % 50 == 0 or number == len(files):
+                print(f"uploaded {number}/{len(files)} files to gs://{SOURCE_BUCKET}", flush=True)
+        print(f"running the job on them ({gcs_url}): spark-submit spark_jobs/evi_job.py", flush=True)
         env = {
             **os.environ,
             "PYSPARK_PYTHON": sys.executable,

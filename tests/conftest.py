@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -46,8 +47,14 @@ def _free_port() -> int:
 def _start_server(
     command: list[str], probe_url: str, name: str, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.Popen[bytes]:
-    """Start a server process and wait until ``probe_url`` answers; fail with its stderr otherwise."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    """Start a server process and wait until ``probe_url`` answers; fail with its log otherwise.
+
+    The server's output goes to a file, never to a pipe: the GCS emulator logs every request, and a
+    pipe nobody reads fills up and blocks the server mid-test.
+    """
+    log = Path(tempfile.mkstemp(prefix=f"{name.replace(' ', '-')}-", suffix=".log")[1])
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -56,8 +63,7 @@ def _start_server(
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"{name} did not start: {stderr[-2000:]}") from None
+                raise RuntimeError(f"{name} did not start ({log}): {log.read_text()[-2000:]}") from None
             time.sleep(0.3)
 
 

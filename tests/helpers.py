@@ -58,3 +58,26 @@ def _spark_submit_command(
         *args,
     ]
     return command, environment
+
+
+def sample_in_gcs_emulator(archive: Path, **spec: object) -> tuple[str, str, str]:
+    """Generate a sample archive whose BASE_URLs point at a new emulator bucket and upload it there.
+
+    Returns (source bucket, a new empty output bucket, a new BigQuery dataset name). Needs
+    ``STORAGE_EMULATOR_HOST`` (the ``gcs_emulator`` fixture sets it).
+    """
+    import uuid
+
+    from google.cloud import storage
+
+    from evi_udf.sample import SampleSpec, generate_archive
+
+    source, output = f"s2-{uuid.uuid4().hex[:6]}", f"evi-{uuid.uuid4().hex[:6]}"
+    client = storage.Client()
+    for name in (source, output):
+        client.create_bucket(name)
+    generate_archive(SampleSpec(out=archive, bucket_url=f"gs://{source}", **spec))  # type: ignore[arg-type]
+    bucket = client.bucket(source)
+    for path in sorted(p for p in archive.rglob("*") if p.is_file()):
+        bucket.blob(path.relative_to(archive).as_posix()).upload_from_filename(str(path))
+    return source, output, f"evi_{uuid.uuid4().hex[:6]}"

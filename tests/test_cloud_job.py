@@ -8,14 +8,12 @@ hold exactly the same rows.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 import rasterio
-from helpers import spark_submit
+from helpers import sample_in_gcs_emulator, spark_submit
 
-from evi_udf.sample import SampleSpec, generate_archive
 from evi_udf.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,30 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_job_against_gcs_and_bigquery_emulators(
     tmp_path, gcs_emulator, bigquery_emulator_url, bigquery_emulator
 ):
-    from google.cloud import storage
-
-    source, output, dataset = (
-        f"s2-{uuid.uuid4().hex[:6]}",
-        f"evi-{uuid.uuid4().hex[:6]}",
-        f"evi_{uuid.uuid4().hex[:6]}",
+    source, output, dataset = sample_in_gcs_emulator(
+        tmp_path / "archive", tiles=("55HBU", "54HYD"), scenes_per_tile=6, resolution_factor=61, seed=4
     )
-    client = storage.Client()
-    for name in (source, output):
-        client.create_bucket(name)
-    archive = tmp_path / "archive"
-    generate_archive(
-        SampleSpec(
-            out=archive,
-            tiles=("55HBU", "54HYD"),
-            scenes_per_tile=6,
-            resolution_factor=61,
-            seed=4,
-            bucket_url=f"gs://{source}",
-        )
-    )
-    bucket = client.bucket(source)
-    for path in sorted(p for p in archive.rglob("*") if p.is_file()):
-        bucket.blob(path.relative_to(archive).as_posix()).upload_from_filename(str(path))
     config = tmp_path / "cloud.yaml"
     config.write_text(
         f"catalog:\n  index_uri: gs://{source}/L2/index.csv.gz\n  start_date: 2022-01-01\n"

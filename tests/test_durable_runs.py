@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import rasterio
 from faulty_proxy import faulty_proxy
-from helpers import spark_submit, start_spark_submit
+from helpers import sample_in_gcs_emulator, spark_submit, start_spark_submit
 
 from evi_udf.config import load_config
 from evi_udf.job import run
@@ -295,23 +295,9 @@ def test_two_runs_at_once_into_one_bigquery_dataset_lose_nothing(
 def test_the_driver_makes_the_same_storage_requests_for_2_or_8_done_groups(
     spark, tmp_path, gcs_emulator, bigquery_emulator_url
 ) -> None:
-    from google.cloud import storage
-
-    source, output, dataset = (
-        f"s2-{uuid.uuid4().hex[:6]}",
-        f"evi-{uuid.uuid4().hex[:6]}",
-        f"evi_{uuid.uuid4().hex[:6]}",
+    source, output, dataset = sample_in_gcs_emulator(
+        tmp_path / "archive", scenes_per_tile=6, resolution_factor=61, seed=7
     )
-    client = storage.Client()
-    for name in (source, output):
-        client.create_bucket(name)
-    archive = tmp_path / "archive"
-    generate_archive(
-        SampleSpec(out=archive, scenes_per_tile=6, resolution_factor=61, seed=7, bucket_url=f"gs://{source}")
-    )
-    bucket = client.bucket(source)
-    for path in sorted(p for p in archive.rglob("*") if p.is_file()):
-        bucket.blob(path.relative_to(archive).as_posix()).upload_from_filename(str(path))
     config = tmp_path / "job.yaml"
     config.write_text(
         f"catalog:\n  index_uri: gs://{source}/L2/index.csv.gz\n  start_date: 2022-01-01\n"
@@ -338,6 +324,7 @@ def test_the_driver_makes_the_same_storage_requests_for_2_or_8_done_groups(
 
     two, two_log = driver_requests("[55HBU]")
     eight, eight_log = driver_requests("[]")
+    print("driver requests:", *(unquote(line) for line in eight_log), sep="\n  ")
     assert two == eight, (two_log, eight_log)
     # The index, one listing of the ledger before and one after processing, and the run report.
     assert eight <= 10, eight_log
