@@ -56,7 +56,9 @@ run cp constraints.txt docker/Dockerfile "$context/"
 if [ "$builder" = cloud-build ]; then
   run gcloud builds submit "$context" --project="$project" --region="$region" --tag="$uri"
 else
-  run docker build --tag "$uri" "$context"
+  # Dataproc runs x86_64 machines and the image names an x86_64 library path (jemalloc): build for
+  # linux/amd64 whatever this machine is (an arm64 laptop builds it through emulation).
+  run docker build --platform linux/amd64 --tag "$uri" "$context"
   run docker push "$uri"
 fi
 echo "$uri"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,76 @@ def test_a_malformed_relative_date_names_the_key() -> None:
             config_from_mapping(
                 {"catalog": {"index_uri": "x", "start_date": bad}}, today=dt.date(2026, 12, 2)
             )
+
+
+# Each Dataproc limit just inside and just past its edge (Google's "Spark properties" page: total
+# memory per core 1024m-7424m standard / 24576m premium; disk >= 250g standard, listed sizes on premium
+# and >= 750g with 16 cores; ttl 10 minutes to 14 days; batch ids of at most 63 characters).
+DATAPROC_EDGES = [
+    # 4 executor cores x 7424m = 29696m, of which 8g (8192m) is overhead: heap 21504m is the most.
+    ({"executor_memory": "21504m"}, None),
+    ({"executor_memory": "21505m"}, "executor_memory: executor_memory + executor_memory_overhead"),
+    # 4 driver cores x 1024m = 4096m at the least: heap 1024m + overhead 3072m.
+    ({"driver_memory": "1024m", "driver_memory_overhead": "3072m"}, None),
+    ({"driver_memory": "1024m", "driver_memory_overhead": "3071m"}, "is 1024m per core"),
+    ({"driver_memory": "1023m", "driver_memory_overhead": "8g"}, "driver_memory: must be at least 1024m"),
+    # Premium: 24576m per core, so 4 x 24576m - 2048m of overhead = 96256m of heap.
+    ({"compute_tier": "premium", "driver_memory": "96256m"}, None),
+    ({"compute_tier": "premium", "driver_memory": "96257m"}, "24576m per core on the premium"),
+    ({"driver_memory": "96g"}, "7424m per core on the standard compute tier"),
+    ({"executor_disk_size": "250g"}, None),
+    ({"executor_disk_size": "249g"}, "between 250g and 9000g"),
+    ({"executor_disk_size": "9000g"}, None),
+    ({"executor_disk_size": "9001g"}, "between 250g and 9000g"),
+    ({"disk_tier": "premium", "executor_disk_size": "375g"}, None),
+    ({"disk_tier": "premium", "executor_disk_size": "376g"}, "must be one of 375g, 750g"),
+    (
+        {
+            "disk_tier": "premium",
+            "executor_cores": 16,
+            "executor_memory": "16g",
+            "executor_disk_size": "375g",
+        },
+        "with 16 executor cores must be one of 750g",
+    ),
+    (
+        {
+            "disk_tier": "premium",
+            "executor_cores": 16,
+            "executor_memory": "16g",
+            "executor_disk_size": "750g",
+        },
+        None,
+    ),
+    # 16 cores need 16 x 1024m: the default 4g + 8g is too little.
+    ({"executor_cores": 16}, "over 16 cores is 768m per core"),
+    ({"ttl": "10m"}, None),
+    ({"ttl": "599s"}, "ttl: must be between 10m and 14d"),
+    ({"ttl": "14d"}, None),
+    ({"ttl": "20161m"}, "ttl: must be between 10m and 14d"),
+    ({"batch_prefix": "e" * 40}, None),
+    ({"batch_prefix": "e" * 41}, "batch_prefix: use 1-40 lowercase letters"),
+    ({"region": "australia-southeast1"}, None),
+    ({"region": "US"}, "region: must be a Google Cloud region like us-central1"),
+    ({"region": "us-central"}, "region: must be a Google Cloud region"),
+    ({"runtime_version": "3.0"}, None),
+    ({"runtime_version": 3.0}, "runtime_version: must be text, got the number 3.0; quote it"),
+]
+
+
+@pytest.mark.parametrize(("settings", "error"), DATAPROC_EDGES)
+def test_dataproc_limits_are_checked_at_their_edges(settings: dict, error: str | None) -> None:
+    data = {"catalog": {"index_uri": "x"}, "dataproc": settings}
+    if error is None:
+        config_from_mapping(data)
+    else:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            config_from_mapping(data)
+
+
+def test_the_longest_batch_prefix_makes_a_valid_batch_id() -> None:
+    from evi_udf.submit import BATCH_ID, new_batch_id
+
+    config = config_from_mapping({"catalog": {"index_uri": "x"}, "dataproc": {"batch_prefix": "e" * 40}})
+    batch_id = new_batch_id(config.dataproc.batch_prefix)
+    assert len(batch_id) == 63 and BATCH_ID.fullmatch(batch_id)

@@ -414,6 +414,12 @@ def test_image_tag_is_the_version_and_the_lock_hash() -> None:
     )
     missing = run_script(BUILD_IMAGE, "--region", "europe-west4", "--dry-run")
     assert missing.returncode == 2 and "--project" in missing.stderr
+    # A local Docker build targets Dataproc's x86_64 machines whatever the builder's architecture.
+    docker = run_script(
+        BUILD_IMAGE, "--project", "evi-prod", "--region", "europe-west4", "--builder", "docker", "--dry-run"
+    )
+    assert docker.returncode == 0, docker.stderr
+    assert f"docker build --platform linux/amd64 --tag {uri} dist/image-context" in docker.stdout
 
 
 def build_wheel(directory: Path) -> Path:

@@ -225,6 +225,37 @@ class RunConfig:
 
 
 SPARK_SIZE = re.compile(r"^[1-9][0-9]*[kmgt]$")
+_SIZE_MIB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def size_mib(size: str) -> float:
+    """A Spark size (``4g``, ``9600m``, ``1t``) in MiB."""
+    return int(size[:-1]) * _SIZE_MIB[size[-1]]
+
+
+# Limits of Serverless for Apache Spark, from Google's "Spark properties" page (Resource allocation
+# properties) and the batch reference (cloud.google.com/dataproc-serverless/docs/concepts/properties,
+# .../reference/rest/v1/projects.locations.batches). The service refuses a batch outside them.
+# Total memory per core, heap plus overhead, for the driver and for each executor: 1024m to 7424m on
+# the standard compute tier, up to 24576m on the premium tier.
+MEMORY_PER_CORE_MIB = {"standard": (1024, 7424), "premium": (1024, 24576)}
+# A JVM heap below 1024m is refused whatever the cores (the smallest value the page allows).
+MIN_HEAP_MIB = 1024
+# Executor disk: at least 250 GiB on the standard disk tier; on the premium (local SSD) tier only the
+# listed sizes, and at least 750g with 16 cores. The largest documented size (9000g) bounds both.
+MIN_STANDARD_DISK_GIB = 250
+PREMIUM_DISK_GIB = (375, 750, 1500, 3000, 6000, 9000)
+MAX_DISK_GIB = 9000
+# Batch ttl (ExecutionConfig.ttl): 10 minutes to 14 days.
+TTL_RANGE_SECONDS = (10 * 60, 14 * 24 * 3600)
+_TTL_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Batch ids: 4-63 characters, lowercase letters, digits and hyphens, a letter first, no hyphen last.
+# submit.sh appends "-<YYYYmmdd>-<HHMMSS>-<6 hex>" (23 characters) to the prefix.
+BATCH_ID_SUFFIX_LENGTH = 23
+MAX_BATCH_ID_LENGTH = 63
+# Regions are named like us-central1 or australia-southeast1 (not multi-regions like US or EU).
+REGION = re.compile(r"^[a-z]+(?:-[a-z]+)+[0-9]+$")
+RUNTIME_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
 # Properties the service rejects (the batch fails if any is set): YARN and the external shuffle service.
 UNSUPPORTED_PROPERTY_PREFIXES: tuple[str, ...] = ("spark.yarn.", "spark.shuffle.service.", "spark.master")
 # Properties that have their own typed setting below, so they are never given twice.
@@ -236,6 +267,9 @@ _TYPED_PROPERTIES: dict[str, str] = {
     "spark.executor.memory": "executor_memory",
     "spark.executor.memoryOverhead": "executor_memory_overhead",
     "spark.dataproc.executor.disk.size": "executor_disk_size",
+    "spark.dataproc.driver.compute.tier": "compute_tier",
+    "spark.dataproc.executor.compute.tier": "compute_tier",
+    "spark.dataproc.executor.disk.tier": "disk_tier",
     "spark.dynamicAllocation.initialExecutors": "initial_executors",
     "spark.dynamicAllocation.minExecutors": "min_executors",
     "spark.dynamicAllocation.maxExecutors": "max_executors",
@@ -264,6 +298,11 @@ class DataprocConfig:
     batch_prefix: str = "evi"
     ttl: str = "1d"
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    # standard or premium (spark.dataproc.{driver,executor}.compute.tier): premium allows more memory
+    # per core and bills more per DCU.
+    compute_tier: Literal["standard", "premium"] = "standard"
+    # standard (persistent disk) or premium (local SSD) executor disk: spark.dataproc.executor.disk.tier.
+    disk_tier: Literal["standard", "premium"] = "standard"
     driver_cores: int = 4
     driver_memory: str = "8g"
     driver_memory_overhead: str = "2g"
@@ -301,13 +340,29 @@ class DataprocConfig:
                 f"must satisfy min_executors <= initial_executors <= max_executors, got "
                 f"{self.min_executors} <= {self.initial_executors} <= {self.max_executors}",
             )
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", self.batch_prefix):
+        self._check_memory()
+        self._check_disk()
+        longest = MAX_BATCH_ID_LENGTH - BATCH_ID_SUFFIX_LENGTH
+        if not re.fullmatch(rf"[a-z][a-z0-9-]{{0,{longest - 1}}}", self.batch_prefix):
             _fail(
                 "batch_prefix",
-                f"use lowercase letters, digits and '-' (<= 41 chars), got {self.batch_prefix!r}",
+                f"use 1-{longest} lowercase letters, digits and '-', starting with a letter (batch ids "
+                f"are <prefix>-<date>-<time>-<random>, at most {MAX_BATCH_ID_LENGTH} characters), "
+                f"got {self.batch_prefix!r} ({len(self.batch_prefix)} characters)",
             )
         if not re.fullmatch(r"[1-9][0-9]*[smhd]", self.ttl):
-            _fail("ttl", f"must be a duration like 6h or 2d (10 min to 14 days), got {self.ttl!r}")
+            _fail("ttl", f"must be a duration like 6h or 2d (10m to 14d), got {self.ttl!r}")
+        ttl_seconds = int(self.ttl[:-1]) * _TTL_UNIT_SECONDS[self.ttl[-1]]
+        if not TTL_RANGE_SECONDS[0] <= ttl_seconds <= TTL_RANGE_SECONDS[1]:
+            _fail("ttl", f"must be between 10m and 14d (Dataproc's range), got {self.ttl}")
+        if self.region is not None and not REGION.match(self.region):
+            _fail(
+                "region",
+                f"must be a Google Cloud region like us-central1 or europe-west4 (not a multi-region "
+                f"such as US or EU), got {self.region!r}",
+            )
+        if not RUNTIME_VERSION.match(self.runtime_version):
+            _fail("runtime_version", f"must be a version like '2.3' or '3.0', got {self.runtime_version!r}")
         if self.deps_bucket is not None and not self.deps_bucket.startswith("gs://"):
             _fail("deps_bucket", f"must be a gs:// URI, got {self.deps_bucket!r}")
         for key, value in self.labels.items():
@@ -323,6 +378,41 @@ class DataprocConfig:
                 _fail("properties", f"{key}: YARN and shuffle-service properties make the batch fail")
             if key in _TYPED_PROPERTIES:
                 _fail("properties", f"{key}: set dataproc.{_TYPED_PROPERTIES[key]} instead")
+
+    def _check_memory(self) -> None:
+        low, high = MEMORY_PER_CORE_MIB[self.compute_tier]
+        for role, cores in (("driver", self.driver_cores), ("executor", self.executor_cores)):
+            heap_name, overhead_name = f"{role}_memory", f"{role}_memory_overhead"
+            heap, overhead = getattr(self, heap_name), getattr(self, overhead_name)
+            if size_mib(heap) < MIN_HEAP_MIB:
+                _fail(heap_name, f"must be at least {MIN_HEAP_MIB}m, got {heap}")
+            per_core = (size_mib(heap) + size_mib(overhead)) / cores
+            if not low <= per_core <= high:
+                _fail(
+                    heap_name,
+                    f"{heap_name} + {overhead_name} ({heap} + {overhead}) over {cores} cores is "
+                    f"{per_core:.0f}m per core; Dataproc allows {low}m to {high}m per core on the "
+                    f"{self.compute_tier} compute tier (at most {high * cores // 1024}g in all with "
+                    f"{cores} cores)",
+                )
+
+    def _check_disk(self) -> None:
+        gib = size_mib(self.executor_disk_size) / 1024
+        if self.disk_tier == "standard":
+            if not MIN_STANDARD_DISK_GIB <= gib <= MAX_DISK_GIB:
+                _fail(
+                    "executor_disk_size",
+                    f"must be between {MIN_STANDARD_DISK_GIB}g and {MAX_DISK_GIB}g on the standard disk "
+                    f"tier, got {self.executor_disk_size}",
+                )
+            return
+        allowed = [size for size in PREMIUM_DISK_GIB if self.executor_cores < 16 or size >= 750]
+        if gib not in allowed:
+            _fail(
+                "executor_disk_size",
+                f"on the premium disk tier with {self.executor_cores} executor cores must be one of "
+                f"{', '.join(f'{size}g' for size in allowed)}, got {self.executor_disk_size}",
+            )
 
     def spark_properties(self) -> dict[str, str]:
         """Every Spark property of the batch: resources, environment, then the extra properties."""
@@ -616,6 +706,9 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             _fail(key, f"must be a number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # YAML reads 3.0 as a number (and 2.10 as 2.1): a version or name must be quoted.
+            _fail(key, f"must be text, got the number {value!r}; quote it, e.g. {key}='\"{value}\"'")
         if not isinstance(value, str):
             _fail(key, f"must be text, got {value!r}")
         return value
