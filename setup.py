@@ -50,6 +50,10 @@ DEV_REQUIREMENTS = [
     "gcp-storage-emulator>=2024.8",
     # Builds the wheel shipped to Dataproc without fetching a build backend (setuptools < 70.1).
     "wheel>=0.43",
+    # The clients users load the STAC items with, tried by the tests, and offline STAC validation.
+    "odc-stac>=0.5,<0.6",
+    "stackstac>=0.5,<0.6",
+    "jsonschema>=4.20,<5",
 ]
 
 setup(

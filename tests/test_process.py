@@ -95,11 +95,12 @@ def scene_refs(
 
 
 def job_config(out: Path, **raster: object) -> JobConfig:
+    """A config writing int16 composites (the comparisons below count in EVI steps of 0.0001)."""
     return config_from_mapping(
         {
             "catalog": {"index_uri": "unused"},
             "output": {"root": str(out)},
-            "raster": {"block_size": 256, **raster},
+            "raster": {"block_size": 256, "output_dtype": "int16", **raster},
         }
     )
 
@@ -131,11 +132,26 @@ def expected_scene(ref: SceneRef) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_cog(uri: str) -> tuple[np.ndarray, np.ndarray, rasterio.Affine]:
-    assert cog_validate(uri)[0], cog_validate(uri)
-    with rasterio.open(uri) as dataset:
-        assert dataset.dtypes == ("int16", "int16")
-        assert dataset.scales == (0.0001, 1.0)
-        return dataset.read(1), dataset.read(2), dataset.transform
+    """(EVI steps, clear count, transform) of a composite: its EVI COG and its clear-count COG."""
+    count_uri = uri.removesuffix(".tif") + "_clear_count.tif"
+    for path in (uri, count_uri):
+        assert cog_validate(path)[0], cog_validate(path)
+    with rasterio.open(uri) as dataset, rasterio.open(count_uri) as counts:
+        assert (dataset.dtypes, dataset.nodata, dataset.scales, dataset.offsets) == (
+            ("int16",),
+            -32768,
+            (0.0001,),
+            (0.0,),
+        )
+        assert (dataset.descriptions, dataset.units) == (("EVI",), ("1",))
+        assert "0.0001" in dataset.tags()["EVI_ENCODING"]
+        assert (counts.dtypes, counts.nodata, counts.descriptions) == (
+            ("uint16",),
+            65535,
+            ("clear_observations",),
+        )
+        assert (counts.transform, counts.crs) == (dataset.transform, dataset.crs)
+        return dataset.read(1), counts.read(1), dataset.transform
 
 
 def assert_composite_matches(result: GroupResult, refs: list[SceneRef]) -> None:
@@ -155,7 +171,7 @@ def assert_composite_matches(result: GroupResult, refs: list[SceneRef]) -> None:
     np.testing.assert_array_equal(evi == -32768, expected == -32768)
     # float32 in the pipeline, float64 here: at most one quantization step apart.
     assert np.abs(evi.astype(np.int64) - expected).max() <= 1
-    np.testing.assert_array_equal(count, np.where(covered, np.isfinite(stack).sum(axis=0), -32768))
+    np.testing.assert_array_equal(count, np.where(covered, np.isfinite(stack).sum(axis=0), 65535))
 
 
 @pytest.mark.integration

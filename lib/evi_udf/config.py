@@ -144,7 +144,10 @@ class RasterConfig:
     block_size: int = 1024
     resampling: Literal["bilinear", "cubic", "average", "nearest"] = "bilinear"
     grid: GridConfig = GridConfig()
-    output_dtype: Literal["int16", "float32"] = "int16"
+    # float32: EVI as it is, NaN = no data, what odc-stac and stackstac load as float without any
+    # scaling. int16: EVI x 10000 with scale/offset tags, half the bytes; clients must apply the scale
+    # (stackstac does, odc-stac 0.5 does not).
+    output_dtype: Literal["int16", "float32"] = "float32"
     cog_profile: Literal["zstd", "deflate"] = "zstd"
     histogram_bins: int = 20
     quicklook_size: int = 512
@@ -171,9 +174,27 @@ class RasterConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
-    """Where the run writes its rasters, tables and report (local folder or ``gs://`` prefix)."""
+    """Where the run writes its rasters, tables and report: a local folder or ``gs://bucket[/prefix]``.
+
+    A local root is made absolute (``~`` expanded) when the config is loaded, so that every path the
+    run writes into its tables and STAC items names the file wherever it is read from.
+    """
 
     root: str = "out"
+
+    def __post_init__(self) -> None:
+        root = self.root.strip()
+        if not root:
+            _fail("root", "must name a local folder or gs://bucket[/prefix], got an empty value")
+        if root.startswith("gs://"):
+            bucket = root[len("gs://") :].split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+                _fail("root", f"{root!r}: gs:// needs a bucket name, e.g. gs://my-bucket/evi")
+            object.__setattr__(self, "root", root.rstrip("/"))
+            return
+        if "://" in root:
+            _fail("root", f"{root!r}: only local folders and gs:// are supported")
+        object.__setattr__(self, "root", str(Path(root).expanduser().resolve()))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,12 @@ from rasterio.windows import Window
 EDGE_POINTS = 21
 
 
+def mgrs_tile_epsg(tile: str) -> int:
+    """The EPSG code of an MGRS tile's UTM zone: 326zz north of the equator (bands N-X), 327zz south."""
+    zone, band = int(tile[:2]), tile[2].upper()
+    return (32600 if band >= "N" else 32700) + zone
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelGrid:
     """A north-up raster grid: CRS, pixel size, upper-left corner and shape."""

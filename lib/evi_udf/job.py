@@ -48,6 +48,7 @@ from evi_udf.ledger import (
     GroupPlan,
     Ledger,
     PlannedGroup,
+    grid_name,
     latest_commits,
     parameter_hash,
     plan_groups,
@@ -63,6 +64,7 @@ from evi_udf.schema import (
     table_columns,
     to_result_records,
 )
+from evi_udf.stac import STAC_FOLDER, collection_uri, publish_catalog
 from evi_udf.storage import Storage
 from evi_udf.udf import make_group_function, result_frame
 
@@ -80,6 +82,9 @@ class ResultSink(Protocol):
 
     def load(self, tables: Mapping[str, pd.DataFrame], run_id: str) -> None:
         """Load commits' rows (a newer commit of a group replaces the group's rows) and rejected rows."""
+
+    def current_composites(self, parameter_hash: str) -> pd.DataFrame:
+        """The composites of one parameter set the tables hold (``evi_udf.stac.CURRENT_COLUMNS``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +118,7 @@ class RunReport:
     valid_pixels: int
     output_root: str
     report_uri: str
+    stac_catalog: str | None
     mosaics: dict[str, str]
     composites: list[str]
 
@@ -130,6 +136,7 @@ class RunReport:
                 f"{self.rejected_index_rows} index rows rejected",
                 f"  pixels: {self.valid_pixels:,} valid EVI of {self.total_pixels:,} in the composites",
                 f"  outputs: {self.output_root} (report {self.report_uri})",
+                *([f"  STAC: {self.stac_catalog}"] if self.stac_catalog else []),
                 *(f"  mosaic {period}: {uri}" for period, uri in sorted(self.mosaics.items())),
             ]
         )
@@ -461,6 +468,7 @@ def run(
     for commit in outcome.unreadable:
         log(f"warning: commit record {commit.uri} could not be read; the next run retries it")
     deleted = clean_superseded(spark, store, superseded_files(outcome.commits, outcome.held, config))
+    catalog = publish_stac(store, sink, config, outcome)
 
     tables = split_tables(results)
     commits = tables[TABLE_NAMES["commit"]]
@@ -497,6 +505,7 @@ def run(
         valid_pixels=int(composites["valid_pixels"].sum()),
         output_root=root,
         report_uri=f"{root}/runs/{run_id}.json",
+        stac_catalog=catalog,
         mosaics=mosaics,
         composites=list(composites["raster_uri"]),
     )
@@ -506,6 +515,21 @@ def run(
         store.publish(report_file, report.report_uri, overwrite=True)
     log(report.summary())
     return report
+
+
+def publish_stac(store: Storage, sink: ResultSink, config: JobConfig, outcome: LoadOutcome) -> str | None:
+    """Rewrite the output root's STAC catalog for the periods whose composites this run loaded.
+
+    One query of the tables and one listing; nothing when no composite of this parameter set changed
+    and the collection exists. Returns the root catalog's URI (None when nothing was written).
+    """
+    params = parameter_hash(config.raster)
+    touched = {c.period for c in outcome.loaded if c.parameter_hash == params and c.status != "failed"}
+    collection = collection_uri(config.output.root, grid_name(config.raster), params)
+    if not touched and store.exists(collection):
+        return None
+    written = publish_catalog(store, config, sink.current_composites(params), touched)
+    return next((uri for uri in written if uri.endswith(f"/{STAC_FOLDER}/catalog.json")), None)
 
 
 def _mosaics(

@@ -57,7 +57,8 @@ COMMIT_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 GENERATION_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 SPARK_GENERATION_TIME_PATTERN = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 RECORD_METADATA_KEY = b"evi_commit"
-OUTPUT_SUFFIXES: tuple[str, ...] = (".tif", ".json", ".png")
+# Longest first: "_clear_count.tif" must not be read as an attempt ending in "_clear_count".
+OUTPUT_SUFFIXES: tuple[str, ...] = ("_clear_count.tif", ".tif", ".json", ".png")
 
 _RECORD_NAME = re.compile(
     r"^(?P<committed>\d{8}T\d{12}Z)_(?P<attempt>[0-9a-f]{8})_(?P<status>ok|partial|failed)_"
@@ -141,6 +142,10 @@ class GroupOutputs:
     @property
     def quicklook_uri(self) -> str:
         return f"{self.prefix}/{self.stem}.png"
+
+    @property
+    def count_uri(self) -> str:
+        return f"{self.prefix}/{self.stem}_clear_count.tif"
 
     @property
     def uris(self) -> tuple[str, ...]:

@@ -27,9 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pystac
 import rasterio
-from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
@@ -39,7 +37,7 @@ from rasterio.windows import transform as window_transform
 import evi_udf
 from evi_udf.compositing import get_compositor
 from evi_udf.config import JobConfig, RasterConfig
-from evi_udf.errors import EviError, MetadataError
+from evi_udf.errors import EviError, MetadataError, RasterWriteError
 from evi_udf.evi import EviRules, compute_evi
 from evi_udf.grid import PixelGrid, SharedGrid, block_windows
 from evi_udf.ledger import GroupOutputs, grid_name, group_outputs, new_attempt, parameter_hash
@@ -63,6 +61,7 @@ from evi_udf.schema import (
     SceneRef,
     SceneRow,
 )
+from evi_udf.stac import composite_item, footprint_ring, ring_wkt, to_json
 from evi_udf.stats import QUANTIZATION, EviAccumulator, EviSummary
 from evi_udf.storage import Storage
 
@@ -315,34 +314,49 @@ def _summary_columns(summary: EviSummary) -> EviStatisticsColumns:
     )
 
 
+COUNT_NODATA = 65535
+# What a reader of the COGs needs to know without the STAC item: GDAL metadata, in every file.
+EVI_ENCODING = {
+    "int16": "EVI = value * 0.0001 (GDAL scale 0.0001, offset 0); -32768 = no data",
+    "float32": "EVI as float32; NaN = no data",
+}
+COUNT_ENCODING = "number of clear, valid observations that made the pixel; 65535 = no scene covered it"
+
+
 class _EncodedWriter:
     """Writes composite blocks in the published encoding and accumulates the composite's statistics.
 
-    int16: EVI x 10000 rounded (nodata -32768) and the clear count; float32: EVI and count with NaN.
-    The statistics are those of the published values, so the table matches the raster exactly.
+    Two single-band rasters, each becoming its own COG (clients such as stackstac read one band per
+    asset): EVI (int16: EVI x 10000 rounded, nodata -32768; float32: EVI, nodata NaN) and the number
+    of clear observations (uint16, nodata 65535 where no scene covered the pixel). The statistics are
+    those of the published values, so the table matches the raster exactly.
     """
 
-    def __init__(self, destination: Path, grid: PixelGrid, config: RasterConfig) -> None:
+    def __init__(self, evi_path: Path, count_path: Path, grid: PixelGrid, config: RasterConfig) -> None:
         self.int16 = config.output_dtype == "int16"
         self.stats = EviAccumulator(config.evi_valid_min, config.evi_valid_max, config.histogram_bins)
-        # Uncompressed: the file lives on local disk for seconds and is read once by the COG copy;
+        # Uncompressed: the files live on local disk for seconds and are read once by the COG copy;
         # zstd level 1 here cost ~3 s per full tile (bench/NOTES.md) to save ~0.3 GB of scratch disk
-        # (a full tile is 0.48 GB uncompressed in int16, 0.96 GB in float32).
-        self.dataset = rasterio.open(
-            destination,
+        # (a full tile is 0.24 GB uncompressed per int16 band, 0.48 GB in float32).
+        common = {
+            "driver": "GTiff",
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "width": grid.width,
+            "height": grid.height,
+            "count": 1,
+            "crs": grid.crs,
+            "transform": grid.transform,
+        }
+        self.evi = rasterio.open(
+            evi_path,
             "w",
-            driver="GTiff",
-            tiled=True,
-            blockxsize=512,
-            blockysize=512,
-            width=grid.width,
-            height=grid.height,
-            count=2,
             dtype=config.output_dtype,
-            crs=grid.crs,
-            transform=grid.transform,
             nodata=INT16_NODATA if self.int16 else float("nan"),
+            **common,
         )
+        self.count = rasterio.open(count_path, "w", dtype="uint16", nodata=COUNT_NODATA, **common)
 
     def write(self, window: Window, evi: np.ndarray, count: np.ndarray, covered: np.ndarray) -> None:
         """Encode and write one block; ``covered`` marks pixels where any scene had data."""
@@ -350,26 +364,32 @@ class _EncodedWriter:
         if self.int16:
             steps = np.where(valid, np.rint(evi * QUANTIZATION), INT16_NODATA).astype(np.int16)
             published = np.where(valid, steps / np.float32(QUANTIZATION), np.nan).astype(np.float32)
-            self.dataset.write(steps, 1, window=window)
-            self.dataset.write(
-                np.where(covered, np.rint(count), INT16_NODATA).astype(np.int16), 2, window=window
-            )
+            self.evi.write(steps, 1, window=window)
         else:
             published = np.where(valid, evi, np.nan).astype(np.float32)
-            self.dataset.write(published, 1, window=window)
-            self.dataset.write(np.where(covered, np.rint(count), np.nan).astype(np.float32), 2, window=window)
+            self.evi.write(published, 1, window=window)
+        clear = np.where(covered, np.rint(np.nan_to_num(count)), COUNT_NODATA).astype(np.uint16)
+        self.count.write(clear, 1, window=window)
         self.stats.add(published, masked=int((covered & ~valid).sum()), nodata=int((~covered).sum()))
 
     def close(self) -> None:
-        """Tag the scale and band names and close the file."""
-        if self.dataset.closed:
+        """Tag the scale, names, units and encodings and close the files."""
+        if self.evi.closed:
             return
         if self.int16:
-            self.dataset.scales = (1.0 / QUANTIZATION, 1.0)
-            self.dataset.offsets = (0.0, 0.0)
-        self.dataset.set_band_description(1, "evi")
-        self.dataset.set_band_description(2, "clear_observations")
-        self.dataset.close()
+            self.evi.scales = (1.0 / QUANTIZATION,)
+            self.evi.offsets = (0.0,)
+        self.evi.set_band_description(1, "EVI")
+        self.evi.units = ("1",)  # dimensionless
+        self.evi.update_tags(EVI_ENCODING=EVI_ENCODING["int16" if self.int16 else "float32"])
+        self.evi.update_tags(
+            1, EVI_FORMULA="2.5 * (B08 - B04) / (B08 + 6 * B04 - 7.5 * B02 + 1) on surface reflectance"
+        )
+        self.count.set_band_description(1, "clear_observations")
+        self.count.units = ("count",)
+        self.count.update_tags(CLEAR_OBSERVATIONS=COUNT_ENCODING)
+        self.evi.close()
+        self.count.close()
 
 
 def _encode_warped(source: Path, writer: _EncodedWriter, grid: PixelGrid, block_size: int) -> None:
@@ -420,50 +440,50 @@ def _quicklook(cog: Path, destination: Path, size: int) -> None:
     write_png(evi_to_rgba(evi.filled(np.nan)), destination)
 
 
-def _footprint_wkt(grid: PixelGrid) -> str:
-    """The grid's outline in WGS84 as WKT, densified so that curved edges stay close."""
-    to_wgs84 = Transformer.from_crs(grid.crs, 4326, always_xy=True)
-    left, bottom, right, top = grid.bounds
-    steps = np.linspace(0.0, 1.0, 11)
-    xs = np.r_[
-        left + steps * (right - left), np.full(11, right), right - steps * (right - left), np.full(11, left)
-    ]
-    ys = np.r_[
-        np.full(11, top), top - steps * (top - bottom), np.full(11, bottom), bottom + steps * (top - bottom)
-    ]
-    lon, lat = to_wgs84.transform(xs, ys)
-    points = ", ".join(f"{x:.6f} {y:.6f}" for x, y in zip(lon, lat, strict=True))
-    return f"POLYGON (({points}))"
+def _footprint(grid: PixelGrid) -> list[tuple[float, float]]:
+    """The grid's outline in WGS84, densified, counter-clockwise (see :func:`evi_udf.stac.footprint_ring`)."""
+    return footprint_ring(grid.crs, grid.bounds)
 
 
 def _stac_item(
     key: GroupKey,
-    raster_name: str,
-    quicklook_name: str,
-    footprint_wkt: str,
+    outputs: GroupOutputs,
+    ring: list[tuple[float, float]],
     grid: PixelGrid,
     scenes: list[_PreparedScene],
-    config: RasterConfig,
+    config: JobConfig,
     params: str,
     summary: EviSummary,
-) -> pystac.Item:
+) -> dict[str, object]:
     """The composite's STAC item: footprint, period, inputs with their baselines and offsets, parameters."""
-    ring = [[float(v) for v in point.split()] for point in footprint_wkt[len("POLYGON ((") : -2].split(", ")]
-    lons, lats = [p[0] for p in ring], [p[1] for p in ring]
-    item = pystac.Item(
-        id=Path(raster_name).stem,
-        geometry={"type": "Polygon", "coordinates": [ring]},
-        bbox=[min(lons), min(lats), max(lons), max(lats)],
-        datetime=None,
-        start_datetime=dt.datetime.combine(key.period_start, dt.time(0, 0), tzinfo=dt.timezone.utc),
-        end_datetime=dt.datetime.combine(key.period_end, dt.time(23, 59, 59), tzinfo=dt.timezone.utc),
+    raster = config.raster
+    return composite_item(
+        item_id=outputs.stem,
+        root=config.output.root,
+        grid_name=grid_name(raster),
+        params=params,
+        period=key.period,
+        period_start=key.period_start,
+        period_end=key.period_end,
+        crs=grid.crs,
+        shape=(grid.height, grid.width),
+        transform=list(grid.transform)[:6],
+        ring=ring,
+        hrefs={
+            "self": outputs.stac_uri,
+            "evi": outputs.cog_uri,
+            "clear_count": outputs.count_uri,
+            "thumbnail": outputs.quicklook_uri,
+        },
+        output_dtype=raster.output_dtype,
         properties={
-            "mgrs:tile": key.mgrs_tile,
+            "evi:mgrs_tile": key.mgrs_tile,
             "evi:period": key.period,
-            "evi:method": config.compositor,
-            "evi:parameters": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+            "evi:method": raster.compositor,
+            "evi:parameters": json.loads(json.dumps(dataclasses.asdict(raster), default=str)),
             "evi:parameter_hash": params,
             "evi:valid_pixels": summary.valid_pixels,
+            "evi:software_version": evi_udf.__version__,
             "evi:inputs": [
                 {
                     "product_id": s.ref.product_id,
@@ -475,36 +495,8 @@ def _stac_item(
                 }
                 for s in scenes
             ],
-            "proj:code": f"EPSG:{epsg}"
-            if (epsg := rasterio.crs.CRS.from_user_input(grid.crs).to_epsg())
-            else None,
-            "proj:wkt2": rasterio.crs.CRS.from_user_input(grid.crs).to_wkt(),
-            "proj:shape": [grid.height, grid.width],
-            "proj:transform": list(grid.transform)[:6],
-            "software": {"evi_udf": evi_udf.__version__},
         },
-        stac_extensions=["https://stac-extensions.github.io/projection/v2.0.0/schema.json"],
     )
-    scale = 1.0 / QUANTIZATION if config.output_dtype == "int16" else 1.0
-    item.add_asset(
-        "evi",
-        pystac.Asset(
-            href=f"./{raster_name}",
-            media_type=pystac.MediaType.COG,
-            roles=["data"],
-            extra_fields={
-                "bands": [
-                    {"name": "evi", "data_type": config.output_dtype, "scale": scale, "offset": 0.0},
-                    {"name": "clear_observations", "data_type": config.output_dtype},
-                ]
-            },
-        ),
-    )
-    item.add_asset(
-        "quicklook",
-        pystac.Asset(href=f"./{quicklook_name}", media_type=pystac.MediaType.PNG, roles=["overview"]),
-    )
-    return item
 
 
 def process_group(
@@ -637,9 +629,17 @@ def _process_group(
                 return GroupResult(None, [], failures)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Encoded:
+    """The scratch rasters of a composite in its published encoding: EVI and the clear count."""
+
+    evi: Path
+    count: Path
+
+
 def _composite_on_output_grid(
     scenes: list[_PreparedScene], native: PixelGrid, raster: RasterConfig, workdir: Path
-) -> tuple[Path, EviAccumulator]:
+) -> tuple[_Encoded, EviAccumulator]:
     """The composite in its published encoding on the output grid, and its statistics.
 
     On the native grid blocks are encoded as they are composited. For a shared grid the float
@@ -647,8 +647,8 @@ def _composite_on_output_grid(
     unquantized values.
     """
     grid = _output_grid(native, raster)
-    encoded = workdir / "encoded.tif"
-    writer = _EncodedWriter(encoded, grid, raster)
+    encoded = _Encoded(workdir / "encoded_evi.tif", workdir / "encoded_count.tif")
+    writer = _EncodedWriter(encoded.evi, encoded.count, grid, raster)
     try:
         if raster.grid.kind == "native":
             _composite_native(scenes, native, raster, writer.write)
@@ -683,7 +683,7 @@ def _finish(
     key: GroupKey,
     scenes: list[_PreparedScene],
     native: PixelGrid,
-    encoded: Path,
+    encoded: _Encoded,
     composite_stats: EviAccumulator,
     workdir: Path,
     config: JobConfig,
@@ -697,19 +697,24 @@ def _finish(
     grid = _output_grid(native, raster)
     prefix, stem = outputs.prefix, outputs.stem
     cog = workdir / f"{stem}.tif"
-    write_cog(
-        encoded, cog, raster.cog_profile, tags={"EVI_PARAMETER_HASH": params, "MGRS_TILE": key.mgrs_tile}
-    )
+    count_cog = workdir / Path(outputs.count_uri).name
+    tags = {"EVI_PARAMETER_HASH": params, "MGRS_TILE": key.mgrs_tile, "EVI_PERIOD": key.period}
+    write_cog(encoded.evi, cog, raster.cog_profile, tags=tags)
+    write_cog(encoded.count, count_cog, raster.cog_profile, tags=tags)
     quicklook = workdir / f"{stem}.png"
     _quicklook(cog, quicklook, raster.quicklook_size)
     summary = composite_stats.summary()
-    footprint = _footprint_wkt(native)
+    ring = _footprint(grid)
     stac_path = workdir / f"{stem}.json"
-    item = _stac_item(key, cog.name, quicklook.name, footprint, grid, scenes, raster, params, summary)
-    stac_path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False), indent=2))
+    try:
+        stac_path.write_text(to_json(_stac_item(key, outputs, ring, grid, scenes, config, params, summary)))
+    except ValueError as exc:  # a NaN or infinity would make invalid JSON
+        raise RasterWriteError(
+            f"{outputs.stac_uri}: the STAC item has a value JSON cannot hold ({exc})"
+        ) from exc
     # Names are this attempt's own; a Spark retry of the same task publishes them again. The group
     # is complete only when its commit record (evi_udf.ledger) is published after these.
-    for path in (quicklook, stac_path, cog):
+    for path in (quicklook, stac_path, count_cog, cog):
         store.publish(path, f"{prefix}/{path.name}", overwrite=True)
     composite = CompositeRow(
         mgrs_tile=key.mgrs_tile,
@@ -726,10 +731,10 @@ def _finish(
         masked_pixels=summary.masked_pixels,
         nodata_pixels=summary.nodata_pixels,
         statistics=_summary_columns(summary),
-        footprint_wkt=footprint,
-        raster_uri=f"{prefix}/{cog.name}",
-        stac_uri=f"{prefix}/{stac_path.name}",
-        quicklook_uri=f"{prefix}/{quicklook.name}",
+        footprint_wkt=ring_wkt(ring),
+        raster_uri=outputs.cog_uri,
+        stac_uri=outputs.stac_uri,
+        quicklook_uri=outputs.quicklook_uri,
         parameter_hash=params,
         software_version=evi_udf.__version__,
         processed_at=clock(),

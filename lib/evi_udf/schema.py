@@ -160,9 +160,10 @@ class FailureRow:
 class RejectedRow:
     """One row of ``evi_rejected``: an index row the catalog could not use, and why.
 
-    ``index_row_id`` identifies the index line (a hash of its 14 raw fields, or of the whole line when
-    it has the wrong number of fields), so the same line rejected for the same reason is one row
-    whatever the run; the row keeps the ``run_id`` of the run that first rejected it.
+    ``index_row_id`` is a hash of the line's 14 raw fields; with ``stage`` and ``reason`` (which quotes
+    a line with the wrong number of fields whole) it identifies the fact, so the same line rejected for
+    the same reason is one row whatever the run; the row keeps the ``run_id`` of the run that first
+    rejected it.
     """
 
     index_row_id: str
@@ -172,6 +173,130 @@ class RejectedRow:
     raw_sensing_time: str | None
     stage: str
     reason: str
+
+
+TABLE_DESCRIPTIONS: dict[str, str] = {
+    "evi_commits": (
+        "One row per group (MGRS tile x period x raster parameter set): its current commit record, whose "
+        "rows are the group's rows in the other tables. Written by the Sentinel-2 EVI pipeline."
+    ),
+    "evi_composites": (
+        "One row per EVI composite (MGRS tile x period x raster parameter set): statistics of the published "
+        "COG's pixels, its footprint and URIs."
+    ),
+    "evi_scenes": (
+        "One row per Sentinel-2 product used in a composite: its EVI statistics over the tile (the EVI time "
+        "series), cloud masking and radiometry."
+    ),
+    "evi_failures": "One row per scene or group that could not be processed, with the stage and the error.",
+    "evi_rejected": (
+        "One row per Sentinel-2 index row the catalog could not use (malformed, no BASE_URL, superseded by "
+        "a newer processing baseline), with the reason; kept with the run that first rejected it."
+    ),
+}
+# What each column means (units, scale, encoding). A name means the same in every table unless
+# _TABLE_COLUMN_DOCS says otherwise for one table. Every column of every table must be described here
+# (tests/test_schema.py checks it), and the README's table reference is generated from it.
+_COLUMN_DOCS: dict[str, str] = {
+    "run_id": "The run that wrote the row (UTC start time and a random suffix, as in its run report).",
+    "commit_id": "The commit of the group the row belongs to (commit time and attempt); see evi_commits.",
+    "mgrs_tile": "MGRS tile as the Sentinel-2 index spells it, e.g. 55HBU (UTM zone, latitude band, square).",
+    "utm_zone": "UTM zone of the tile (1-60).",
+    "period": "Period label: 2022-01-05 (day), 2022-01 (month), 2022-Q1, 2022, or <start>_<end> (all).",
+    "period_start": "First day of the period (UTC sensing date).",
+    "period_end": "Last day of the period (UTC sensing date), inclusive.",
+    "parameter_hash": (
+        "Hash of every raster setting that changes pixels or statistics (raster.* in the config)."
+    ),
+    "grid": "Output grid: native (the tile's UTM grid, 10 m) or a shared grid such as epsg3577_10m.",
+    "method": "Compositing method: median, mean, max_evi, first_by_date or first_by_least_cloud.",
+    "status": "ok (every selected scene used), partial (some scenes failed) or failed (no composite made).",
+    "scene_set_fingerprint": (
+        "Hash of the selected products (ids, baselines, generation times): the scene set."
+    ),
+    "scene_count": "Number of scenes the composite was made from.",
+    "scenes_used": "Number of selected scenes that went into the composite.",
+    "scenes_failed": "Number of selected scenes that failed (see evi_failures).",
+    "committed_at": "When the group's commit record was published (UTC).",
+    "raster_uri": "The EVI Cloud-Optimized GeoTIFF (band 1: EVI x 10000 as int16, nodata -32768).",
+    "record_uri": "The group's commit record (Parquet) in the output root's ledger.",
+    "software_version": "Version of the evi_udf package that made the row.",
+    "total_pixels": "Pixels of the output grid over the tile.",
+    "valid_pixels": "Pixels with a valid EVI (clear, in the valid range, finite).",
+    "masked_pixels": (
+        "Pixels with data but no valid EVI: cloud, shadow, cirrus or snow masked, or invalid EVI."
+    ),
+    "nodata_pixels": "Pixels no scene covers (outside the swath or the tile's footprint).",
+    "invalid_pixels": "Clear pixels whose EVI was out of the valid range or had a near-zero denominator.",
+    "evi_mean": "Mean EVI of the valid pixels (dimensionless; NaN when there are none).",
+    "evi_std": "Standard deviation of the valid pixels' EVI (population, dimensionless).",
+    "evi_min": "Smallest valid EVI.",
+    "evi_max": "Largest valid EVI.",
+    "evi_p05": "5th percentile of the valid EVI (exact for EVI quantized to 0.0001).",
+    "evi_p25": "25th percentile of the valid EVI.",
+    "evi_p50": "Median of the valid EVI.",
+    "evi_p75": "75th percentile of the valid EVI.",
+    "evi_p95": "95th percentile of the valid EVI.",
+    "histogram_edges": "Edges of the EVI histogram bins (bins + 1 values over the valid EVI range).",
+    "histogram_counts": "Valid pixels per EVI histogram bin.",
+    "footprint_wkt": "The tile's outline in WGS84 longitude/latitude as WKT (counter-clockwise ring).",
+    "stac_uri": "The composite's STAC item (JSON).",
+    "quicklook_uri": "A colour-mapped PNG quick-look of the composite.",
+    "processed_at": "When the composite was made (UTC).",
+    "processing_seconds": (
+        "Wall-clock seconds the task spent on the group (download, composite, COG, publish)."
+    ),
+    "granule_id": "Sentinel-2 granule id as the index gives it.",
+    "product_id": (
+        "Sentinel-2 product id (e.g. S2B_MSIL2A_20220113T002709_N0510_R016_T55HBU_20230614T094127)."
+    ),
+    "sensing_time": "Sensing time of the scene (UTC).",
+    "processing_baseline": (
+        "ESA processing baseline of the product, e.g. 05.10 (from 04.00 an offset applies)."
+    ),
+    "offset_applied": (
+        "Radiometric offset added to B04 digital numbers before dividing by the quantification."
+    ),
+    "quantification": "Quantification value: reflectance = (DN + offset) / quantification.",
+    "index_cloud_cover": "CLOUD_COVER of the index row (percent of the granule, ESA's estimate).",
+    "masked_fraction": "masked_pixels / pixels with data: the share of the scene hidden by the cloud mask.",
+    "stage": (
+        "Pipeline step that failed or rejected the row: metadata, read, write, storage, commit, udf, ..."
+    ),
+    "error_class": "Python class of the error (an evi_udf.errors class for expected failures).",
+    "message": "What went wrong, naming the scene, file or setting.",
+    "index_row_id": "Hash of the index row's 14 raw fields: identifies the line across runs.",
+    "raw_sensing_time": "SENSING_TIME of the index row as written (text; it may not parse).",
+    "reason": (
+        "Why the row could not be used (names the field and the bad value, or the superseding product)."
+    ),
+}
+_TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
+    ("evi_commits", "scene_count"): "Number of scenes the catalog selected for the group.",
+    ("evi_commits", "raster_uri"): "The group's EVI COG; null when the group failed.",
+    (
+        "evi_failures",
+        "stage",
+    ): "Pipeline step that failed: metadata, read, write, storage, commit, udf, pipeline.",
+    ("evi_rejected", "stage"): "Catalog step that rejected the row: parse, select or dedupe.",
+    ("evi_rejected", "granule_id"): "GRANULE_ID of the index row (null when empty).",
+    ("evi_rejected", "product_id"): "PRODUCT_ID of the index row (null when empty).",
+    ("evi_rejected", "mgrs_tile"): "MGRS_TILE of the index row (null when empty).",
+    ("evi_failures", "granule_id"): "The failed scene's granule id; null for a failure of the whole group.",
+    ("evi_failures", "product_id"): "The failed scene's product id; null for a failure of the whole group.",
+    ("evi_failures", "mgrs_tile"): "MGRS tile of the group.",
+}
+
+
+def column_description(table: str, column: str) -> str:
+    """What ``column`` of ``table`` means.
+
+    Raises
+    ------
+    KeyError
+        If the column has no description (every column must have one).
+    """
+    return _TABLE_COLUMN_DOCS.get((table, column)) or _COLUMN_DOCS[column]
 
 
 def flatten(row: Any) -> dict[str, Any]:
@@ -312,11 +437,37 @@ def bigquery_type(hint: Any) -> tuple[str, str]:
     raise TypeError(f"no BigQuery type for {hint!r}")
 
 
-def table_fields(kind: str) -> list[tuple[str, str, str]]:
-    """(name, BigQuery type, mode) of one result table's columns, the stamps first."""
-    fields = [(name, "STRING", "NULLABLE") for name in stamp_columns(kind)]
-    fields += [(name, *bigquery_type(hint)) for name, hint, _ in _flat_fields(ROW_TYPES[kind])]
-    return fields
+@dataclasses.dataclass(frozen=True)
+class TableColumn:
+    """One column of a result table: its name, BigQuery type and mode, and what it means.
+
+    Columns are REQUIRED unless the row type declares them optional or they are FLOAT64 (a statistic
+    of no valid pixel is NULL) or lists (REPEATED).
+    """
+
+    name: str
+    bigquery_type: str
+    mode: str
+    description: str
+
+    @property
+    def nullable(self) -> bool:
+        return self.mode != "REQUIRED"
+
+
+def table_fields(kind: str) -> list[TableColumn]:
+    """The columns of one result table, the stamps first."""
+    table = TABLE_NAMES[kind]
+    columns = [
+        TableColumn(name, "STRING", "REQUIRED", column_description(table, name))
+        for name in stamp_columns(kind)
+    ]
+    for name, hint, optional in _flat_fields(ROW_TYPES[kind]):
+        kind_name, mode = bigquery_type(hint)
+        if mode != "REPEATED":
+            mode = "NULLABLE" if optional or kind_name == "FLOAT64" else "REQUIRED"
+        columns.append(TableColumn(name, kind_name, mode, column_description(table, name)))
+    return columns
 
 
 def arrow_type(hint: Any) -> Any:
@@ -340,11 +491,24 @@ def arrow_type(hint: Any) -> Any:
 
 
 def table_arrow_schema(kind: str) -> Any:
-    """The Arrow schema of one table's rows (Parquet tables, BigQuery loads)."""
+    """The Arrow schema of one table's rows (Parquet tables, BigQuery loads), with descriptions.
+
+    REQUIRED columns are non-nullable fields; each field carries its description in its metadata and
+    the schema the table's.
+    """
     import pyarrow as pa
 
     hints = dict(result_fields())
-    return pa.schema([(name, arrow_type(hints[name])) for name in table_columns(kind)])
+    fields = [
+        pa.field(
+            column.name,
+            arrow_type(hints[column.name]),
+            nullable=column.nullable,
+            metadata={"description": column.description},
+        )
+        for column in table_fields(kind)
+    ]
+    return pa.schema(fields, metadata={"description": TABLE_DESCRIPTIONS[TABLE_NAMES[kind]]})
 
 
 def result_arrow_schema() -> Any:

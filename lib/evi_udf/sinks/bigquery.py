@@ -53,6 +53,7 @@ from evi_udf.schema import (
     GROUP_TABLES,
     KIND_OF_TABLE,
     NATURAL_KEYS,
+    TABLE_DESCRIPTIONS,
     TABLE_NAMES,
     table_arrow_schema,
     table_fields,
@@ -123,9 +124,16 @@ class BigQuerySink:
     def _schema(self, table: str, staging: bool) -> list[Any]:
         from google.cloud import bigquery
 
-        fields = [bigquery.SchemaField(n, t, mode=m) for n, t, m in table_fields(KIND_OF_TABLE[table])]
+        fields = [
+            bigquery.SchemaField(c.name, c.bigquery_type, mode=c.mode, description=c.description)
+            for c in table_fields(KIND_OF_TABLE[table])
+        ]
         if not staging and table in GEOGRAPHY_COLUMNS:
-            fields.append(bigquery.SchemaField(GEOGRAPHY_COLUMNS[table][0], "GEOGRAPHY"))
+            geography, wkt = GEOGRAPHY_COLUMNS[table]
+            description = f"{wkt} as a GEOGRAPHY, for spatial filters and joins (ST_INTERSECTS, ...)."
+            fields.append(
+                bigquery.SchemaField(geography, "GEOGRAPHY", mode="REQUIRED", description=description)
+            )
         return fields
 
     def ensure_tables(self) -> None:
@@ -157,6 +165,7 @@ class BigQuerySink:
                 existing = self.client.get_table(table_id)
             except NotFound:
                 target = bigquery.Table(table_id, schema=self._schema(table, staging=False))
+                target.description = TABLE_DESCRIPTIONS[table]
                 partition = PARTITIONING[table]
                 if partition:
                     target.time_partitioning = bigquery.TimePartitioning(
@@ -196,6 +205,25 @@ class BigQuerySink:
         columns = ", ".join(_quote(c) for c in (*GROUP_KEY_COLUMNS, "commit_id"))
         rows = self._rows(table, f"SELECT {columns} FROM {_quote(self.table_id(table))}")
         return {tuple(row[c] for c in GROUP_KEY_COLUMNS): row["commit_id"] for row in rows}
+
+    def current_composites(self, parameter_hash: str) -> pd.DataFrame:
+        """The composites of one parameter set the tables hold (the STAC catalog is made from them)."""
+        from google.cloud import bigquery
+
+        from evi_udf.stac import CURRENT_COLUMNS
+
+        self.ensure_tables()
+        table = self.table_id(TABLE_NAMES["composite"])
+        columns = ", ".join(_quote(c) for c in CURRENT_COLUMNS)
+        sql = f"SELECT {columns} FROM {_quote(table)} WHERE parameter_hash = @p"
+        config = bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter("p", "STRING", parameter_hash)]
+        )
+        try:
+            rows = list(self.client.query(sql, job_config=config).result())
+        except _API_ERRORS as exc:
+            raise SinkError(f"{table}: query failed ({exc})") from exc
+        return pd.DataFrame([dict(row) for row in rows], columns=list(CURRENT_COLUMNS))
 
     def read(self, table: str) -> pd.DataFrame:
         """A whole table as a frame (GEOGRAPHY as WKT text): for tests and small tables."""
@@ -302,7 +330,7 @@ class BigQuerySink:
         return "BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT TRANSACTION;"
 
     def _columns(self, table: str) -> list[str]:
-        return [name for name, _, _ in table_fields(KIND_OF_TABLE[table])]
+        return [column.name for column in table_fields(KIND_OF_TABLE[table])]
 
     def _commits_merge(self, staging_id: str) -> str:
         table = TABLE_NAMES["commit"]

@@ -70,6 +70,13 @@ class ParquetSink:
             return schema.empty_table().to_pandas()
         return pa.concat_tables([pq.read_table(part, schema=schema) for part in parts]).to_pandas()
 
+    def current_composites(self, parameter_hash: str) -> pd.DataFrame:
+        """The composites of one parameter set the tables hold (the STAC catalog is made from them)."""
+        from evi_udf.stac import CURRENT_COLUMNS
+
+        composites = self.read(TABLE_NAMES["composite"])
+        return composites.loc[composites["parameter_hash"] == parameter_hash, list(CURRENT_COLUMNS)]
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         try:
