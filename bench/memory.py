@@ -47,7 +47,9 @@ def run_child(root: Path, out: Path) -> None:
     scenes, _ = select_scenes_pandas(
         read_index_pandas(index), CatalogConfig(index_uri=index, period="all", geometric_quality="any")
     )
-    config = config_from_mapping({"catalog": {"index_uri": index}, "output": {"root": str(out)}})
+    config = config_from_mapping(
+        {"catalog": {"index_uri": index}, "output": {"root": str(out)}, "raster": {"output_dtype": "int16"}}
+    )
     started = time.perf_counter()
     result = process_group(group_key_from_pandas(scenes), scene_refs_from_pandas(scenes), config)
     elapsed = time.perf_counter() - started
