@@ -81,3 +81,12 @@ def sample_in_gcs_emulator(archive: Path, **spec: object) -> tuple[str, str, str
     for path in sorted(p for p in archive.rglob("*") if p.is_file()):
         bucket.blob(path.relative_to(archive).as_posix()).upload_from_filename(str(path))
     return source, output, f"evi_{uuid.uuid4().hex[:6]}"
+
+
+def evi_cogs(folder: Path) -> set[str]:
+    """The EVI COGs under ``folder`` (not their ``_clear_count.tif`` companions), each checked to have
+    its clear-count COG beside it."""
+    cogs = {str(p) for p in folder.rglob("*.tif") if not p.name.endswith("_clear_count.tif")}
+    for cog in cogs:
+        assert Path(cog.removesuffix(".tif") + "_clear_count.tif").is_file(), cog
+    return cogs

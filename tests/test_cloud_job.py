@@ -69,7 +69,8 @@ def test_job_against_gcs_and_bigquery_emulators(
             band = cog.read(1, masked=True)
             # The table's statistics describe the published raster.
             assert int(band.count()) == row["valid_pixels"]
-            assert float((band.astype("float64") / 10000).mean()) == pytest.approx(row["evi_mean"], abs=1e-9)
+            values = band.astype("float64") * cog.scales[0] + cog.offsets[0]
+            assert float(values.mean()) == pytest.approx(row["evi_mean"], abs=1e-9)
     series = [
         dict(r)
         for r in bigquery_emulator.query(

@@ -44,7 +44,7 @@ def test_defaults_apply_for_keys_not_given() -> None:
     assert config.catalog == CatalogConfig(index_uri="x.csv.gz")
     assert config.catalog.max_cloud_cover == 100.0
     assert config.catalog.geometric_quality == "passed_or_missing"
-    assert config.output.root == "out"
+    assert config.output.root == str(Path("out").resolve())
 
 
 def test_overrides_parse_values_as_yaml_and_normalise_tiles(tmp_path: Path) -> None:

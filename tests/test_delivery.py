@@ -296,6 +296,38 @@ def test_dataset_missing_and_wrong_values_are_named() -> None:
     assert batch.returncode == 2 and "--batch" in batch.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "dataproc.executor_memory=24g",
+            "executor_memory + executor_memory_overhead (24g + 8g) over 4 cores",
+        ),
+        ("dataproc.driver_memory=40g", "Dataproc allows 1024m to 7424m per core"),
+        ("dataproc.executor_memory=512m", "dataproc.executor_memory: must be at least 1024m"),
+        ("dataproc.executor_disk_size=100g", "between 250g and 9000g on the standard disk tier, got 100g"),
+        ("dataproc.executor_disk_size=10t", "between 250g and 9000g on the standard disk tier, got 10t"),
+        ("dataproc.ttl=5m", "dataproc.ttl: must be between 10m and 14d"),
+        ("dataproc.ttl=30d", "dataproc.ttl: must be between 10m and 14d"),
+        ("dataproc.batch_prefix=" + "e" * 41, "dataproc.batch_prefix: use 1-40 lowercase letters"),
+        ("dataproc.runtime_version=3.0", "must be text, got the number 3.0; quote it"),
+    ],
+)
+def test_service_limits_stop_a_submission_before_anything_is_built(setting: str, message: str) -> None:
+    result = run_script(SUBMIT, "--dry-run", *flags_of("--set", setting))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "pip wheel" not in result.stdout and "gcloud" not in result.stdout
+
+
+def test_a_multi_region_is_not_a_region() -> None:
+    result = run_script(SUBMIT, "--dry-run", *flags_of("--region=US", drop="--region"))
+    assert (
+        result.returncode == 2
+        and "dataproc.region: must be a Google Cloud region like us-central1" in result.stderr
+    )
+
+
 def test_index_cache_batch_converts_the_configured_index() -> None:
     cache = "gs://evi-prod-out/index/L2-20261201.parquet"
     not_needed = ("--output", "--dataset")
@@ -514,7 +546,7 @@ def test_the_wheel_alone_runs_the_job_in_a_fresh_venv(tmp_path: Path) -> None:
     assert job.returncode == 0, job.stdout[-2000:] + job.stderr[:4000]
     composites = pd.read_parquet(tmp_path / "out" / "tables" / "evi_composites")
     assert len(composites) == 1
-    (cog,) = (tmp_path / "out" / "evi").rglob("*.tif")
+    (cog,) = [p for p in (tmp_path / "out" / "evi").rglob("*.tif") if not p.name.endswith("_clear_count.tif")]
     with rasterio.open(cog) as dataset:
         evi = dataset.read(1, masked=True)
         assert int(evi.count()) == int(composites["valid_pixels"].iloc[0]) > 0

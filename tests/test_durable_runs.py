@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import rasterio
 from faulty_proxy import faulty_proxy
-from helpers import sample_in_gcs_emulator, spark_submit, start_spark_submit
+from helpers import evi_cogs, sample_in_gcs_emulator, spark_submit, start_spark_submit
 
 from evi_udf.config import load_config
 from evi_udf.job import run
@@ -152,8 +152,9 @@ def test_a_run_killed_mid_way_is_finished_by_a_plain_rerun(archive, clean, tmp_p
     # any table, and removed by a later commit of their group once a day old.
     referenced = set(tables["evi_composites"].raster_uri)
     for tif in (out / "evi").rglob("*.tif"):
-        attempt = tif.stem.rsplit("_", 1)[1]
-        assert str(tif) in referenced or not list((out / "ledger").rglob(f"*_{attempt}_*.parquet"))
+        attempt = tif.name.removesuffix("_clear_count.tif").removesuffix(".tif").rsplit("_", 1)[1]
+        evi = str(tif).removesuffix("_clear_count.tif").removesuffix(".tif") + ".tif"
+        assert evi in referenced or not list((out / "ledger").rglob(f"*_{attempt}_*.parquet"))
 
 
 @pytest.mark.integration
@@ -243,7 +244,7 @@ def test_scenes_that_arrive_later_remake_only_their_groups(spark, archive, clean
     assert_tables_equal(tables, clean)
     assert_rasters_agree(tables, clean)
     # The superseded February composites are gone from disk as well as from the tables.
-    on_disk = {str(p) for p in (out / "evi").rglob("*.tif")}
+    on_disk = evi_cogs(out / "evi")
     assert on_disk == set(tables["evi_composites"].raster_uri)
     assert on_disk.isdisjoint(set(february_before.raster_uri))
 
@@ -259,7 +260,7 @@ def test_two_runs_at_once_on_the_same_root_lose_nothing(archive, clean, tmp_path
     tables = parquet_tables(out)
     assert_tables_equal(tables, clean)
     assert_rasters_agree(tables, clean)
-    on_disk = {str(p) for p in (out / "evi").rglob("*.tif")}
+    on_disk = evi_cogs(out / "evi")
     assert on_disk == set(tables["evi_composites"].raster_uri)
     records = {p.name for p in (out / "ledger").rglob("*.parquet")}
     assert records == {Path(uri).name for uri in tables["evi_commits"].record_uri}
@@ -287,7 +288,7 @@ def test_two_runs_at_once_into_one_bigquery_dataset_lose_nothing(
         assert list(frame.commit_id) == list(
             frame.set_index(["mgrs_tile", "period"]).index.map(commits["commit_id"])
         )
-    on_disk = {str(p) for p in (out / "evi").rglob("*.tif")}
+    on_disk = evi_cogs(out / "evi")
     assert on_disk == set(tables["evi_composites"].raster_uri) == set(commits.raster_uri)
 
 

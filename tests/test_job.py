@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from helpers import spark_submit
+from helpers import evi_cogs, spark_submit
 from rio_cogeo.cogeo import cog_validate
 
 from evi_udf.catalog import read_index_pandas, select_scenes, select_scenes_pandas
@@ -146,7 +146,7 @@ def test_spark_submit_runs_the_job_and_reruns_replace_rather_than_duplicate(
     assert (
         not replaced["evi_scenes"].duplicated(["mgrs_tile", "product_id", "period", "parameter_hash"]).any()
     )
-    tifs = {str(p) for p in (workspace["root"] / "out" / "evi").rglob("*.tif")}
+    tifs = evi_cogs(workspace["root"] / "out" / "evi")
     assert tifs == set(replaced["evi_composites"].raster_uri)
     assert tifs.isdisjoint(old_cogs)
     records = list((workspace["root"] / "out" / "ledger").rglob("*.parquet"))

@@ -15,10 +15,24 @@ import pytest
 
 from evi_udf.errors import SinkError
 from evi_udf.job import split_tables
+from evi_udf.schema import table_fields
 from evi_udf.sinks.parquet import ParquetSink
 from evi_udf.udf import result_frame
 
 PARAMS = "c" * 12
+
+
+def complete(record: dict) -> dict:
+    """``record`` with every REQUIRED column of its table it lacks set to a value of the column's type."""
+    defaults = {
+        "STRING": "x",
+        "INT64": 0,
+        "DATE": dt.date(2022, 1, 1),
+        "TIMESTAMP": dt.datetime(2026, 12, 1, 10, 0),
+    }
+    kind = record["kind"]
+    filled = {c.name: defaults[c.bigquery_type] for c in table_fields(kind) if c.mode == "REQUIRED"}
+    return {**filled, **record}
 
 
 def group_tables(tile: str, commit_id: str, scenes: int, run_id: str = "run") -> dict[str, pd.DataFrame]:
@@ -32,7 +46,7 @@ def group_tables(tile: str, commit_id: str, scenes: int, run_id: str = "run") ->
             for n in range(scenes)
         ),
     ]
-    return split_tables(result_frame(records))
+    return split_tables(result_frame([complete(record) for record in records]))
 
 
 def merged(*batches: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

@@ -149,7 +149,8 @@ class GroupOutputs:
 
     @property
     def uris(self) -> tuple[str, ...]:
-        return tuple(f"{self.prefix}/{self.stem}{suffix}" for suffix in OUTPUT_SUFFIXES)
+        """Every file of the attempt: the EVI COG, the clear-count COG, the STAC item, the quick-look."""
+        return (self.cog_uri, self.count_uri, self.stac_uri, self.quicklook_uri)
 
 
 def output_prefix(root: str, grid: str, key: GroupKey) -> str:
