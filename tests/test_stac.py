@@ -238,3 +238,43 @@ def test_the_geoparquet_listing_holds_the_items(outputs) -> None:
 
     glob = str(out / "stac" / "*" / "items" / "*.parquet")
     assert duckdb.sql(f"SELECT count(*) FROM '{glob}'").fetchall() == [(len(outputs["items"]),)]
+
+
+@pytest.mark.integration
+def test_bigquery_loads_the_geoparquet_listing_with_geography(outputs, bigquery_emulator) -> None:
+    import uuid
+
+    from google.cloud import bigquery
+
+    out: Path = outputs["out"]
+    dataset = f"evi-test.stac_{uuid.uuid4().hex[:8]}"
+    bigquery_emulator.create_dataset(dataset)
+    # The listing's columns in their order (the emulator matches Parquet columns by position).
+    types = {
+        "string": "STRING",
+        "timestamp[us, tz=UTC]": "TIMESTAMP",
+        "int64": "INT64",
+        "binary": "GEOGRAPHY",
+    }
+    listing = pq.read_schema(next((out / "stac").rglob("items/*.parquet")))
+    corners = [bigquery.SchemaField(name, "FLOAT64") for name in ("xmin", "ymin", "xmax", "ymax")]
+    schema = [
+        bigquery.SchemaField("bbox", "RECORD", fields=corners)
+        if field.name == "bbox"
+        else bigquery.SchemaField(field.name, types[str(field.type)])
+        for field in listing
+    ]
+    # The emulator cannot create a table from a load (BigQuery can): create it first.
+    bigquery_emulator.create_table(bigquery.Table(f"{dataset}.items", schema=schema))
+    config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET)
+    for path in sorted((out / "stac").rglob("items/*.parquet")):
+        with open(path, "rb") as handle:
+            bigquery_emulator.load_table_from_file(handle, f"{dataset}.items", job_config=config).result()
+    # 55HBU covers 144.2 E, 37.5 S; 54HXD (zone 54, 100 km further west) does not.
+    sql = (
+        f"SELECT mgrs_tile, COUNT(*) AS n FROM `{dataset}.items` "
+        "WHERE ST_INTERSECTS(geometry, ST_GEOGPOINT(144.2, -37.5)) GROUP BY mgrs_tile"
+    )
+    rows = {row["mgrs_tile"]: row["n"] for row in bigquery_emulator.query(sql).result()}
+    periods = len(set(outputs["composites"].query("mgrs_tile == '55HBU'").period))
+    assert rows == {"55HBU": periods}
