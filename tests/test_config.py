@@ -251,3 +251,43 @@ def test_the_longest_batch_prefix_makes_a_valid_batch_id() -> None:
     config = config_from_mapping({"catalog": {"index_uri": "x"}, "dataproc": {"batch_prefix": "e" * 40}})
     batch_id = new_batch_id(config.dataproc.batch_prefix)
     assert len(batch_id) == 63 and BATCH_ID.fullmatch(batch_id)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"run": {"mosaic_size": 100_000_000}}, "run.mosaic_size: must be between 0 (no mosaic) and 8192"),
+        ({"raster": {"scl_clear_classes": []}}, "raster.scl_clear_classes: must list at least one class"),
+        (
+            {"raster": {"grid": {"kind": "shared", "crs": "EPSG:3577", "resolution": 0.001}}},
+            "raster.grid.resolution: must be between 1 and 100000 metres, got 0.001",
+        ),
+        (
+            {"raster": {"grid": {"kind": "shared", "crs": "EPSG:3577", "origin": [float("nan"), 0]}}},
+            "raster.grid.origin: must be two finite coordinates",
+        ),
+        (
+            {"raster": {"evi_min_denominator": float("inf")}},
+            "raster.evi_min_denominator: must be a finite number",
+        ),
+        ({"raster": {"evi_min_denominator": 0.0}}, "raster.evi_min_denominator: must be positive"),
+        ({"raster": {"evi_valid_max": float("nan")}}, "raster.evi_valid_max: must be a finite number"),
+        ({"output": {"root": "  "}}, "output.root: must name a local folder or gs://bucket[/prefix]"),
+        (
+            {"output": {"root": "s3://bucket/evi"}},
+            "output.root: 's3://bucket/evi': only local folders and gs://",
+        ),
+        ({"output": {"root": "file:///tmp/evi"}}, "only local folders and gs://"),
+        ({"output": {"root": "gs:///evi"}}, "gs:// needs a bucket name"),
+    ],
+)
+def test_values_that_would_break_a_run_late_are_refused_when_loading(section: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_mapping({"catalog": {"index_uri": "x"}, **section})
+
+
+def test_a_home_relative_output_root_is_expanded() -> None:
+    config = config_from_mapping({"catalog": {"index_uri": "x"}, "output": {"root": "~/evi-out"}})
+    assert config.output.root == str(Path.home() / "evi-out")
+    gs = config_from_mapping({"catalog": {"index_uri": "x"}, "output": {"root": "gs://bucket/evi/"}})
+    assert gs.output.root == "gs://bucket/evi"

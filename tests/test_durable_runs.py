@@ -162,16 +162,17 @@ def test_a_run_killed_mid_way_is_finished_by_a_plain_rerun(archive, clean, tmp_p
 def test_a_failing_parquet_sink_is_caught_up_by_the_rerun(archive, clean, tmp_path) -> None:
     out = tmp_path / "out"
     config = write_config(tmp_path / "job.yaml", archive, out)
-    out.mkdir()
-    (out / "tables").write_text("a file where the tables folder should be")
+    # The tables folder passes the probe at the start, but one table cannot be written at the end.
+    (out / "tables").mkdir(parents=True)
+    (out / "tables" / "evi_scenes").write_text("a file where a table folder should be")
     first = spark_submit(config)
     assert first.returncode == 1
     # spark-submit hands the Python driver's stderr on to its stdout.
     output = first.stdout + first.stderr
-    assert f"error: {out / 'tables'}: cannot open the tables folder" in output and "Traceback" not in output
+    assert f"error: {out / 'tables'}: cannot write the tables" in output and "Traceback" not in output
     assert count(out / "ledger", "*.parquet") == GROUPS  # every group committed before the sink failed
 
-    (out / "tables").unlink()
+    (out / "tables" / "evi_scenes").unlink()
     rerun = spark_submit(config)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = report_of(rerun.stdout)
@@ -182,21 +183,36 @@ def test_a_failing_parquet_sink_is_caught_up_by_the_rerun(archive, clean, tmp_pa
 
 
 @pytest.mark.integration
+def test_unwritable_tables_stop_the_run_before_any_group_is_processed(spark, archive, tmp_path) -> None:
+    from evi_udf.errors import SinkError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tables").write_text("a file where the tables folder should be")
+    config = load_config(write_config(tmp_path / "job.yaml", archive, out))
+    with pytest.raises(SinkError, match=f"{out / 'tables'}: cannot open the tables folder"):
+        run(spark, config, ParquetSink(str(out)), log=lambda _: None)
+    assert count(out, "*.tif") == 0 and count(out, "*.parquet") == 0
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_failing_bigquery_sink_is_caught_up_by_the_rerun(
     archive, clean, tmp_path, bigquery_emulator, bigquery_emulator_url
 ) -> None:
     out, dataset = tmp_path / "out", f"evi_{uuid.uuid4().hex[:8]}"
 
-    # Every BigQuery call of the first run is refused (403: a permission error, not retried).
-    with faulty_proxy(bigquery_emulator_url, "/", failures=10**6, status=403) as proxy:
+    # Every BigQuery job of the first run (queries and loads) is refused with 403, a permission error
+    # the client does not retry; getting and creating the dataset and tables still work, so the run
+    # passes its start-up probe and fails at the end, when it loads the tables.
+    with faulty_proxy(bigquery_emulator_url, "/jobs", failures=10**6, status=403, methods=("POST",)) as proxy:
         config = write_config(
             tmp_path / "down.yaml", archive, out, sink=bigquery_section(dataset, str(proxy["url"]))
         )
         first = spark_submit(config)
     assert first.returncode == 1
     output = first.stdout + first.stderr
-    assert f"error: evi-test.{dataset}: cannot get the dataset" in output and "Traceback" not in output
+    assert f"error: evi-test.{dataset}.evi_commits: query failed" in output and "Traceback" not in output
     assert count(out / "ledger", "*.parquet") == GROUPS
 
     config = write_config(
@@ -327,8 +343,9 @@ def test_the_driver_makes_the_same_storage_requests_for_2_or_8_done_groups(
     eight, eight_log = driver_requests("[]")
     print("driver requests:", *(unquote(line) for line in eight_log), sep="\n  ")
     assert two == eight, (two_log, eight_log)
-    # The index, one listing of the ledger before and one after processing, and the run report.
-    assert eight <= 10, eight_log
+    # The index, one listing of the ledger before and one after processing, the write probe and the
+    # run report.
+    assert eight <= 12, eight_log
     # No request names a group's files: no COG, STAC item or commit record is read or checked.
     decoded = [unquote(line) for line in eight_log]
     assert not [line for line in decoded if any(s in line for s in (".tif", ".png", ".parquet", "S2_EVI_"))]

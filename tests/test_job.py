@@ -248,3 +248,18 @@ def test_python_workers_put_group_files_on_sparks_local_disk(spark) -> None:
     (row,) = found.collect()
     assert row.dirs and row.chosen == row.dirs.split(",")[0]
     assert Path(row.chosen).is_dir()
+
+
+@pytest.mark.integration
+def test_a_truncated_index_is_a_catalog_error_naming_the_file(spark, workspace, tmp_path) -> None:
+    from evi_udf.errors import CatalogError
+
+    whole = (workspace["archive"] / "L2" / "index.csv.gz").read_bytes()
+    truncated = tmp_path / "index.csv.gz"
+    truncated.write_bytes(whole[: len(whole) * 2 // 3])
+    config = load_config(
+        workspace["config"], [f"catalog.index_uri={truncated}", f"output.root={tmp_path}/out"]
+    )
+    with pytest.raises(CatalogError, match=f"{truncated}: the index file is damaged"):
+        run(spark, config, ParquetSink(config.output.root), log=lambda _: None)
+    assert not (tmp_path / "out" / "ledger").exists()

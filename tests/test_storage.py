@@ -103,3 +103,12 @@ def test_a_staged_config_is_read_from_gcs(bucket: str, tmp_path: Path) -> None:
     assert config == load_config(local, ["catalog.period=quarter"])
     with pytest.raises(ConfigError, match=f"gs://{bucket}/evi-udf/missing.yaml"):
         load_config(f"gs://{bucket}/evi-udf/missing.yaml")
+
+
+@pytest.mark.parametrize("key", ["/etc/passwd", "L2/../../outside.jp2", "L2//x.jp2"])
+def test_an_object_name_cannot_land_outside_the_download_folder(key: str, tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="object name is not a plain relative path"):
+        Storage().fetch(f"gs://bucket/{key}", tmp_path / "inputs")
+    assert not list(tmp_path.rglob("*")) or all(
+        p.is_relative_to(tmp_path / "inputs") for p in tmp_path.rglob("*")
+    )

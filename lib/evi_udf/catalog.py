@@ -21,6 +21,7 @@ field that does not parse makes its filter *unknown*, and unknown keeps the row 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -266,6 +267,38 @@ def read_index(spark: SparkSession, uri: str) -> DataFrame:
     except AnalysisException as exc:
         message = str(exc).splitlines()[0]
         raise CatalogError(f"cannot read the Sentinel-2 index {uri}: {message}") from exc
+
+
+# What Spark's gzip and Parquet readers say about a damaged file, deep inside a Java stack trace.
+_DAMAGED_FILE = (
+    "Unexpected end of input stream",
+    "EOFException",
+    "ZipException",
+    "Not in GZIP format",
+    "invalid stored block lengths",
+    "is not a Parquet file",
+    "CorruptedFile",
+    "incorrect header check",
+)
+
+
+@contextlib.contextmanager
+def index_read_errors(uri: str) -> Iterator[None]:
+    """Turn Spark's failure to read a damaged index (a truncated gzip, a corrupt Parquet file), raised
+    at the first action as a Java stack trace, into a :class:`CatalogError` naming the file."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (Py4JJavaError, PySparkException) as exc:
+        text = str(exc)
+        clue = next((c for c in _DAMAGED_FILE if c in text), None)
+        if clue is None:
+            raise
+        raise CatalogError(
+            f"{uri}: the index file is damaged ({clue}); download or convert it again"
+        ) from exc
 
 
 def _spark_has_gcs(spark: SparkSession) -> bool:

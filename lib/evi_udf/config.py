@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import re
 import types
 import typing
@@ -30,6 +31,12 @@ QualityRule = Literal["passed", "passed_or_missing", "any"]
 
 PERIODS: tuple[str, ...] = typing.get_args(Period)
 LEVELS: tuple[str, ...] = typing.get_args(Level)
+
+# Sentinel-2 pixels are 10 m: a grid finer than 1 m only multiplies pixels, one coarser than 100 km
+# has none left in a tile.
+MIN_GRID_RESOLUTION_M, MAX_GRID_RESOLUTION_M = 1.0, 100_000.0
+# The run mosaic is one PNG on the driver: 8192 px wide is already 64 Mpx.
+MAX_MOSAIC_SIZE = 8192
 
 # Zone 01-60, latitude band C-X without I and O, 100 km square column A-Z and row A-V without I, O.
 MGRS_TILE_PATTERN = re.compile(r"^(0[1-9]|[1-5][0-9]|60)[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]$")
@@ -125,8 +132,17 @@ class GridConfig:
                 CRS.from_user_input(self.crs)
             except CRSError as exc:
                 _fail("crs", f"{self.crs!r} is not a CRS pyproj knows ({exc})")
-        if self.resolution <= 0:
-            _fail("resolution", f"must be positive, got {self.resolution}")
+        if not (
+            math.isfinite(self.resolution)
+            and MIN_GRID_RESOLUTION_M <= self.resolution <= MAX_GRID_RESOLUTION_M
+        ):
+            _fail(
+                "resolution",
+                f"must be between {MIN_GRID_RESOLUTION_M:g} and {MAX_GRID_RESOLUTION_M:g} metres, "
+                f"got {self.resolution}",
+            )
+        if not all(math.isfinite(value) for value in self.origin):
+            _fail("origin", f"must be two finite coordinates, got {list(self.origin)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +176,13 @@ class RasterConfig:
         bad = [cls for cls in self.scl_clear_classes if not 0 <= cls <= 11]
         if bad:
             _fail("scl_clear_classes", f"SCL classes are 0-11, got {bad}")
+        if not self.scl_clear_classes:
+            _fail("scl_clear_classes", "must list at least one class (4, 5, 6: vegetation, soil, water)")
+        for name in ("evi_valid_min", "evi_valid_max", "evi_min_denominator"):
+            if not math.isfinite(getattr(self, name)):
+                _fail(name, f"must be a finite number, got {getattr(self, name)}")
+        if not self.evi_min_denominator > 0:
+            _fail("evi_min_denominator", f"must be positive, got {self.evi_min_denominator}")
         if not self.evi_valid_min < self.evi_valid_max:
             _fail("evi_valid_min", f"must be below evi_valid_max, got {self.evi_valid_min}")
         if self.output_dtype == "int16" and (self.evi_valid_min < -3.2767 or self.evi_valid_max > 3.2767):
@@ -241,8 +264,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_failed_group_share <= 1.0:
             _fail("max_failed_group_share", f"must be between 0 and 1, got {self.max_failed_group_share}")
-        if self.mosaic_size < 0:
-            _fail("mosaic_size", f"must be 0 or more, got {self.mosaic_size}")
+        if not 0 <= self.mosaic_size <= MAX_MOSAIC_SIZE:
+            _fail(
+                "mosaic_size",
+                f"must be between 0 (no mosaic) and {MAX_MOSAIC_SIZE} pixels, got {self.mosaic_size}",
+            )
 
 
 SPARK_SIZE = re.compile(r"^[1-9][0-9]*[kmgt]$")

@@ -27,6 +27,53 @@ def mgrs_tile_epsg(tile: str) -> int:
     return (32600 if band >= "N" else 32700) + zone
 
 
+# MGRS letters skip I and O. Columns: 24 letters in three sets of 8 (zones 1, 4, 7, ... use A-H; 2, 5,
+# ... J-R; 3, 6, ... S-Z), eastings 100-800 km. Rows: 20 letters repeating every 2,000 km of northing,
+# starting at A in odd zones and at F in even zones. Latitude bands C-X are 8 degrees tall from 80 S
+# (X: 72-84 N), and decide which 2,000 km cycle a row letter is in.
+MGRS_COLUMN_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+MGRS_ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
+MGRS_BAND_LETTERS = "CDEFGHJKLMNPQRSTUVWX"
+_ROW_CYCLE_M = 2_000_000
+_SQUARE_M = 100_000
+_BAND_SLACK_M = 100_000
+_BAND_C_SLACK_M = 500_000
+
+
+def _band_latitudes(band: str) -> tuple[float, float]:
+    south = -80.0 + 8.0 * MGRS_BAND_LETTERS.index(band)
+    return south, 84.0 if band == "X" else south + 8.0
+
+
+def mgrs_square_origin(tile: str) -> tuple[int, float, float]:
+    """(EPSG, west easting, south northing) of an MGRS 100 km square, e.g. ``55HBU``.
+
+    Works for every latitude band (C to X) and for the squares of ESA's tiling grid outside the
+    standard zone widths (the 31V and 32V exceptions, squares reaching past a zone's edge): the row
+    letter's 2,000 km cycle is the one whose square overlaps the latitude band.
+    """
+    zone, band, column, row = int(tile[:2]), tile[2].upper(), tile[3].upper(), tile[4].upper()
+    west = (MGRS_COLUMN_LETTERS.index(column) - 8 * ((zone - 1) % 3) + 1) * _SQUARE_M
+    row_offset = 5 if zone % 2 == 0 else 0
+    northing = ((MGRS_ROW_LETTERS.index(row) - row_offset) % 20) * _SQUARE_M
+    epsg = mgrs_tile_epsg(tile)
+    south_lat, north_lat = _band_latitudes(band)
+    to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
+    central = -183.0 + 6.0 * zone
+    # The band's northings on the central meridian, with slack below: a square is named by the band of
+    # its points, so its south edge can lie in the band below (up to 46 km in ESA's grid), and band C
+    # squares reach far past 80 S towards the pole (up to 418 km). With at most 1,330 km of band (X)
+    # plus the slack, only one 2,000 km cycle fits.
+    slack = _BAND_C_SLACK_M if band == "C" else _BAND_SLACK_M
+    low = to_utm.transform(central, south_lat)[1] - slack
+    high = to_utm.transform(central, north_lat)[1]
+    while northing < low:
+        northing += _ROW_CYCLE_M
+    if northing > high:
+        raise ValueError(f"{tile}: row {row} does not meet latitude band {band} in zone {zone}")
+    return epsg, float(west), float(northing)
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelGrid:
     """A north-up raster grid: CRS, pixel size, upper-left corner and shape."""

@@ -39,7 +39,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
-from evi_udf.catalog import RAW_COLUMNS, CatalogSelection, select_scenes
+from evi_udf.catalog import RAW_COLUMNS, CatalogSelection, index_read_errors, select_scenes
 from evi_udf.config import JobConfig
 from evi_udf.errors import StorageError
 from evi_udf.ledger import (
@@ -76,6 +76,9 @@ GROUP_COLUMNS = ("mgrs_tile", "period", "period_start", "period_end")
 
 class ResultSink(Protocol):
     """Where the result tables go (local Parquet, BigQuery)."""
+
+    def probe(self) -> None:
+        """Raise a ``SinkError`` now if the tables cannot be written (before any group is processed)."""
 
     def held_commits(self) -> dict[tuple[str, str, str], str]:
         """(tile, period, parameter hash) -> the commit id the tables hold for each group."""
@@ -191,12 +194,9 @@ class RunPlan:
 def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
     """Select scenes and decide, from one listing of the ledger, which groups to (re)make."""
     selection = select_scenes(spark, config.catalog)
-    plans = plan_groups(
-        planned_groups(selection.scenes),
-        ledger.list_commits(),
-        parameter_hash(config.raster),
-        config.run.overwrite,
-    )
+    with index_read_errors(config.catalog.index_uri):
+        planned = planned_groups(selection.scenes)
+    plans = plan_groups(planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite)
     return RunPlan(selection, plans)
 
 
@@ -456,6 +456,7 @@ def run(
     run_id = new_run_id(started)
 
     plan = plan_run(spark, config, ledger)
+    probe_outputs(store, sink, config, run_id)
     todo = [group.group.key for group in plan.todo]
     log(
         f"run {run_id}: {len(plan.groups)} groups planned, {plan.count('done')} already done, "
@@ -515,6 +516,27 @@ def run(
         store.publish(report_file, report.report_uri, overwrite=True)
     log(report.summary())
     return report
+
+
+def probe_outputs(store: Storage, sink: ResultSink, config: JobConfig, run_id: str) -> None:
+    """Write and delete a small file under the output root and probe the sink, so that an unwritable
+    root or unreachable tables stop the run before any group is processed, not after all of them.
+
+    Raises
+    ------
+    StorageError, SinkError
+        Naming the root or the tables.
+    """
+    with tempfile.TemporaryDirectory(prefix="evi_probe_") as scratch:
+        local = Path(scratch) / "probe.txt"
+        local.write_text(f"write probe of run {run_id}\n")
+        uri = f"{config.output.root}/runs/.probe-{run_id}.txt"
+        try:
+            store.publish(local, uri, overwrite=True)
+            store.delete(uri)
+        except StorageError as exc:
+            raise StorageError(f"{config.output.root}: the output root is not writable ({exc})") from exc
+    sink.probe()
 
 
 def publish_stac(store: Storage, sink: ResultSink, config: JobConfig, outcome: LoadOutcome) -> str | None:

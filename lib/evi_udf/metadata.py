@@ -2,14 +2,16 @@
 
 The radiometric offset and quantification come from each product's own metadata, never from its
 date: products reprocessed with baseline 05.xx carry the -1000 offset whatever year they were sensed.
-The band files come from the ``IMAGE_FILE`` entries (the safest way to find them), or for the oldest
-L1C format from ``IMAGE_ID`` inside the granule folder. Parsing uses only the standard library.
+The band files come from the ``IMAGE_FILE`` (or ``IMAGE_FILE_2A``) entries, the safest way to find
+them, or for the oldest L1C format from ``IMAGE_ID`` inside the tile's granule folder. Every number
+read is checked to be finite and in range. Parsing uses only the standard library.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -133,9 +135,12 @@ def _text(root: ET.Element, name: str, source: str) -> str:
 
 def _number(text: str, name: str, source: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise MetadataError(f"{source}: {name} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise MetadataError(f"{source}: {name} is not a finite number: {text!r}")
+    return value
 
 
 def _band_names(root: ET.Element) -> dict[str, str]:
@@ -148,8 +153,29 @@ def _band_names(root: ET.Element) -> dict[str, str]:
     return names
 
 
-def parse_product_metadata(xml_bytes: bytes, source: str) -> ProductMetadata:
-    """Parse ``MTD_MSIL1C.xml`` or ``MTD_MSIL2A.xml``.
+# Where each product metadata format keeps what the pipeline needs (ESA's product specifications):
+# compact naming (L1C 02.04+, L2A 02.09+) and Collection-1 (04.00+, 05.xx) use QUANTIFICATION_VALUE
+# (L1C) / BOA_QUANTIFICATION_VALUE (L2A) and IMAGE_FILE; the 2017-2018 L2A format (PSD 14.2, baselines
+# 02.05-02.08, Sen2Cor 2.4/2.5) uses L2A_BOA_QUANTIFICATION_VALUE and IMAGE_FILE_2A; the oldest L1C
+# format (PSD 13, 2015-2016) lists each tile's granule as <Granules granuleIdentifier=...> with
+# IMAGE_ID entries, several tiles per product.
+QUANTIFICATION_TAGS = {
+    "L1C": ("QUANTIFICATION_VALUE",),
+    "L2A": ("BOA_QUANTIFICATION_VALUE", "L2A_BOA_QUANTIFICATION_VALUE"),
+}
+OFFSET_TAGS = {"L1C": "RADIO_ADD_OFFSET", "L2A": "BOA_ADD_OFFSET"}
+BAND_FILE_TAGS = ("IMAGE_FILE", "IMAGE_FILE_2A")
+GRANULE_TAGS = ("Granule", "Granules")
+# Products from processing baseline 04.00 on carry an offset list; reading one without it as offset 0
+# would shift reflectance by 0.1.
+FIRST_BASELINE_WITH_OFFSETS = "04.00"
+
+
+def parse_product_metadata(
+    xml_bytes: bytes, source: str, tile: str | None = None, granule_id: str | None = None
+) -> ProductMetadata:
+    """Parse a product's metadata (``MTD_MSIL1C.xml``, ``MTD_MSIL2A.xml`` or the oldest
+    ``S2A_OPER_MTD_SAFL1C_...xml``) in any of the formats the public bucket holds.
 
     Parameters
     ----------
@@ -157,18 +183,25 @@ def parse_product_metadata(xml_bytes: bytes, source: str) -> ProductMetadata:
         The file's content.
     source
         Its path or URI, used in error messages.
+    tile, granule_id
+        The tile (``51RWP``) and granule being read: a product of the oldest L1C format holds several
+        tiles' granules, and only this one's band files are returned. With neither, the product must
+        hold one granule.
 
     Raises
     ------
     MetadataError
-        If the XML is malformed or lacks the baseline, the quantification value or band files.
+        If the XML is malformed, the format is unknown (the message names the tags it looked for),
+        a value is missing, not finite or out of range, the product has no granule of the tile, a
+        band file path leaves the product folder, or a product of baseline 04.00 or later has no
+        offset list.
     """
     root = _parse(xml_bytes, source)
     root_name = _local(root.tag)
     if root_name.startswith("Level-2A"):
-        level, quantification_tag, offset_tag = "L2A", "BOA_QUANTIFICATION_VALUE", "BOA_ADD_OFFSET"
+        level = "L2A"
     elif root_name.startswith("Level-1C"):
-        level, quantification_tag, offset_tag = "L1C", "QUANTIFICATION_VALUE", "RADIO_ADD_OFFSET"
+        level = "L1C"
     else:
         raise MetadataError(
             f"{source}: root element {root_name} is neither a Level-1C nor a Level-2A product"
@@ -176,37 +209,97 @@ def parse_product_metadata(xml_bytes: bytes, source: str) -> ProductMetadata:
     baseline = _text(root, "PROCESSING_BASELINE", source)
     if not re.fullmatch(r"\d{2}\.\d{2}", baseline):
         raise MetadataError(f"{source}: PROCESSING_BASELINE {baseline!r} is not like 04.00")
-    quantification = _number(_text(root, quantification_tag, source), quantification_tag, source)
-    if quantification <= 0:
-        raise MetadataError(f"{source}: {quantification_tag} must be positive, got {quantification}")
+    quantification = _quantification(root, level, source)
     names = _band_names(root)
+    offset_tag = OFFSET_TAGS[level]
     offsets = {}
     for element in _iter_named(root, offset_tag):
         band_id = element.get("band_id")
         if band_id not in names:
             raise MetadataError(f"{source}: {offset_tag} has unknown band_id {band_id!r}")
-        offsets[names[band_id]] = _number((element.text or "").strip(), offset_tag, source)
-    return ProductMetadata(source, level, baseline, quantification, offsets, _band_files(root, source))
+        offset = _number((element.text or "").strip(), offset_tag, source)
+        if not abs(offset) < quantification:
+            raise MetadataError(
+                f"{source}: {offset_tag} of band {names[band_id]} is {offset}, not a finite offset smaller "
+                f"than the quantification value {quantification}"
+            )
+        offsets[names[band_id]] = offset
+    if not offsets and baseline >= FIRST_BASELINE_WITH_OFFSETS:
+        raise MetadataError(
+            f"{source}: processing baseline {baseline} products carry a {offset_tag} list, but this one "
+            f"has none (reading it with offset 0 would shift reflectance by about 0.1)"
+        )
+    files = _band_files(root, source, tile, granule_id)
+    return ProductMetadata(source, level, baseline, quantification, offsets, files)
 
 
-def _band_files(root: ET.Element, source: str) -> dict[tuple[str, int | None], str]:
+def _quantification(root: ET.Element, level: str, source: str) -> float:
+    tags = QUANTIFICATION_TAGS[level]
+    for tag in tags:
+        found = [e for e in _iter_named(root, tag) if e.text and e.text.strip()]
+        if found:
+            value = _number(found[0].text.strip(), tag, source)  # type: ignore[union-attr]
+            if not (math.isfinite(value) and value > 0):
+                raise MetadataError(f"{source}: {tag} must be a finite positive number, got {value}")
+            return value
+    raise MetadataError(f"{source}: no quantification value ({' or '.join(tags)}) for a {level} product")
+
+
+def _granules(root: ET.Element) -> list[ET.Element]:
+    return [element for element in root.iter() if _local(element.tag) in GRANULE_TAGS]
+
+
+def _band_files(
+    root: ET.Element, source: str, tile: str | None, granule_id: str | None
+) -> dict[tuple[str, int | None], str]:
+    granules = _granules(root)
+    if len(granules) > 1:
+        granules = _granules_of(granules, source, tile, granule_id)
+    scope: list[ET.Element] = granules or [root]
     files: dict[tuple[str, int | None], str] = {}
-    for element in _iter_named(root, "IMAGE_FILE"):
-        _add_band_file(files, (element.text or "").strip())
+    for element in (e for part in scope for e in part.iter() if _local(e.tag) in BAND_FILE_TAGS):
+        _add_band_file(files, (element.text or "").strip(), source)
     if not files:
-        # Oldest L1C format (PSD < 14): IMAGE_ID names the file inside GRANULE/<granuleIdentifier>/IMG_DATA.
-        for granule in _iter_named(root, "Granule"):
+        # The oldest L1C format: IMAGE_ID names the file inside GRANULE/<granuleIdentifier>/IMG_DATA.
+        for granule in granules:
             for element in granule:
-                if _local(element.tag) == "IMAGE_ID" and element.text:
-                    _add_band_file(
-                        files, f"GRANULE/{granule.get('granuleIdentifier')}/IMG_DATA/{element.text.strip()}"
-                    )
+                if _local(element.tag) == "IMAGE_ID" and element.text and element.text.strip():
+                    identifier = granule.get("granuleIdentifier") or ""
+                    _add_band_file(files, f"GRANULE/{identifier}/IMG_DATA/{element.text.strip()}", source)
     if not files:
-        raise MetadataError(f"{source}: lists no IMAGE_FILE (or IMAGE_ID) band files")
+        raise MetadataError(
+            f"{source}: lists no band files: none of {', '.join(BAND_FILE_TAGS)} or IMAGE_ID (in "
+            f"{' or '.join(GRANULE_TAGS)} elements) found"
+        )
     return files
 
 
-def _add_band_file(files: dict[tuple[str, int | None], str], relative: str) -> None:
+def _granules_of(
+    granules: list[ET.Element], source: str, tile: str | None, granule_id: str | None
+) -> list[ET.Element]:
+    """The granules of the tile being read, out of a multi-tile product."""
+    identifiers = [g.get("granuleIdentifier") or "" for g in granules]
+    if granule_id:
+        exact = [g for g, identifier in zip(granules, identifiers, strict=True) if identifier == granule_id]
+        if exact:
+            return exact
+    if tile:
+        pattern = re.compile(rf"_T{re.escape(tile)}(?:_|$)")
+        chosen = [
+            g for g, identifier in zip(granules, identifiers, strict=True) if pattern.search(identifier)
+        ]
+        if chosen:
+            return chosen
+    raise MetadataError(
+        f"{source}: holds {len(granules)} granules and none is of tile {tile or '?'} "
+        f"(granule {granule_id or '?'}): {', '.join(identifiers)}"
+    )
+
+
+def _add_band_file(files: dict[tuple[str, int | None], str], relative: str, source: str) -> None:
+    parts = relative.replace("\\", "/").split("/")
+    if relative.startswith("/") or ".." in parts or ":" in parts[0]:
+        raise MetadataError(f"{source}: band file {relative!r} is not a path inside the product folder")
     match = _IMAGE_NAME.search(relative)
     if match:
         resolution = int(match["res"]) if match["res"] else None

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import re
 import tempfile
 import time
 import warnings
@@ -37,11 +38,16 @@ from rasterio.windows import transform as window_transform
 import evi_udf
 from evi_udf.compositing import get_compositor
 from evi_udf.config import JobConfig, RasterConfig
-from evi_udf.errors import EviError, MetadataError, RasterWriteError
+from evi_udf.errors import EviError, MetadataError, RasterWriteError, StorageError
 from evi_udf.evi import EviRules, compute_evi
 from evi_udf.grid import PixelGrid, SharedGrid, block_windows
 from evi_udf.ledger import GroupOutputs, grid_name, group_outputs, new_attempt, parameter_hash
-from evi_udf.metadata import ProductMetadata, parse_cloud_mask_gml, parse_product_metadata
+from evi_udf.metadata import (
+    FIRST_BASELINE_WITH_OFFSETS,
+    ProductMetadata,
+    parse_cloud_mask_gml,
+    parse_product_metadata,
+)
 from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, scl_clear_mask
 from evi_udf.raster_io import (
     GDAL_ENV,
@@ -110,25 +116,72 @@ class _SceneFailed(Exception):
         self.error = error
 
 
+# The oldest L1C products (PSD 13, 2015-2016) name their metadata after the product, not MTD_MSIL1C.xml:
+# S2A_OPER_PRD_MSIL1C_PDMC_<...>.SAFE holds S2A_OPER_MTD_SAFL1C_PDMC_<...>.xml.
+_OLD_PRODUCT_FOLDER = re.compile(r"^(S2[A-D])_OPER_PRD_MSIL1C_(.+?)(?:\.SAFE)?/?$")
+
+
+def product_metadata_candidates(base_url: str, level: str) -> list[str]:
+    """Where a product's metadata may be: ``MTD_MSI<level>.xml``, then the oldest format's name."""
+    candidates = [join_uri(base_url, f"MTD_MSI{level}.xml")]
+    match = _OLD_PRODUCT_FOLDER.match(base_url.rstrip("/").rsplit("/", 1)[-1])
+    if level == "L1C" and match:
+        candidates.append(join_uri(base_url, f"{match[1]}_OPER_MTD_SAFL1C_{match[2]}.xml"))
+    return candidates
+
+
+def _read_product_metadata(ref: SceneRef, store: Storage) -> ProductMetadata:
+    candidates = product_metadata_candidates(ref.base_url, ref.level)
+    for number, uri in enumerate(candidates):
+        try:
+            data = store.read_bytes(uri)
+        except StorageError:
+            if number + 1 < len(candidates):
+                continue
+            raise
+        return parse_product_metadata(data, uri, tile=ref.mgrs_tile, granule_id=ref.granule_id)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+# L1C cloud masks (QI_DATA of the granule): a raster from baseline 04.00, GML vectors before. Found by
+# listing the folder, as their names differ between the old and the compact naming.
+_CLASSI_MASK = re.compile(r"MSK_CLASSI_B00\.jp2$")
+_GML_MASK = re.compile(r"MSK_CLOUDS_.*B00.*\.gml$|MSK_CLOUDS_B00\.gml$")
+
+
+def _l1c_mask(ref: SceneRef, metadata: ProductMetadata, store: Storage) -> tuple[str, str]:
+    granule_dir = metadata.band_file("B02").split("/IMG_DATA/")[0]
+    folder = join_uri(ref.base_url, f"{granule_dir}/QI_DATA")
+    kind, pattern = (
+        ("classi", _CLASSI_MASK)
+        if metadata.processing_baseline >= FIRST_BASELINE_WITH_OFFSETS
+        else ("gml", _GML_MASK)
+    )
+    found = sorted(item.uri for item in store.list_objects(folder + "/") if pattern.search(item.uri))
+    if not found:
+        raise MetadataError(
+            f"{folder}: no {'MSK_CLASSI_B00.jp2' if kind == 'classi' else 'MSK_CLOUDS ... B00 .gml'} cloud "
+            f"mask for a baseline {metadata.processing_baseline} L1C product"
+        )
+    return kind, found[0]
+
+
 def _prepare_scene(ref: SceneRef, config: RasterConfig, store: Storage, inputs: Path) -> _PreparedScene:
     """Read a scene's metadata and make its band and mask files local (downloaded when remote)."""
-    metadata_uri = join_uri(ref.base_url, f"MTD_MSI{ref.level}.xml")
-    metadata = parse_product_metadata(store.read_bytes(metadata_uri), metadata_uri)
+    metadata = _read_product_metadata(ref, store)
     if metadata.level != ref.level:
         raise MetadataError(
-            f"{metadata_uri}: is a {metadata.level} product but the index row says {ref.level}"
+            f"{metadata.source}: is a {metadata.level} product but the index row says {ref.level}"
         )
     for band in EVI_BANDS:
         metadata.offset(band)  # a product with offsets for some bands only is unusable
-    granule_dir = metadata.band_file("B02").split("/IMG_DATA/")[0]
     polygons: list[dict[str, object]] = []
     if ref.level == "L2A":
         mask_kind, mask_uri = "scl", join_uri(ref.base_url, metadata.band_file("SCL"))
-    elif metadata.has_offsets:
-        mask_kind, mask_uri = "classi", join_uri(ref.base_url, f"{granule_dir}/QI_DATA/MSK_CLASSI_B00.jp2")
     else:
-        mask_kind, mask_uri = "gml", join_uri(ref.base_url, f"{granule_dir}/QI_DATA/MSK_CLOUDS_B00.gml")
-        polygons = parse_cloud_mask_gml(store.read_bytes(mask_uri), mask_uri)
+        mask_kind, mask_uri = _l1c_mask(ref, metadata, store)
+        if mask_kind == "gml":
+            polygons = parse_cloud_mask_gml(store.read_bytes(mask_uri), mask_uri)
     band_paths = {
         band: str(store.fetch(join_uri(ref.base_url, metadata.band_file(band)), inputs)) for band in EVI_BANDS
     }

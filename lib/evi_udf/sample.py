@@ -43,7 +43,6 @@ from pathlib import Path
 from statistics import NormalDist
 from xml.sax.saxutils import escape
 
-import mgrs
 import numpy as np
 import rasterio
 from pyproj import Transformer
@@ -54,6 +53,7 @@ from rasterio.windows import Window
 from evi_udf.catalog import INDEX_COLUMNS
 from evi_udf.config import normalize_tile
 from evi_udf.errors import SampleError
+from evi_udf.grid import mgrs_square_origin
 
 # ---------------------------------------------------------------------------------------------
 # Fixed facts of the Sentinel-2 products (sentinel2.md)
@@ -177,18 +177,22 @@ class TileGrid:
 
 
 def tile_grid(tile: str, resolution_factor: int = 1) -> TileGrid:
-    """The grid of an MGRS tile from the ``mgrs`` package.
+    """The grid of an MGRS tile (:func:`evi_udf.grid.mgrs_square_origin`).
 
     The upper-left corner is the north-west corner of the 100 km MGRS square and the tile extends
     109.8 km east and south, overlapping its neighbours by 9.8 km. (ESA's tiling grid places some tiles
     20-40 m off this corner; readers must take the geocoding from the files, never assume it.)
+
+    Raises
+    ------
+    SampleError
+        If the tile is not an MGRS square that meets its latitude band.
     """
     tile = normalize_tile(tile)
-    zone, hemisphere, easting, northing = mgrs.MGRS().MGRSToUTM(tile + "0" * 10)
-    epsg = (32600 if hemisphere == "N" else 32700) + zone
-    # mgrs reports the centre of the 1 m cell; the square's corner is the 100 km multiple below.
-    west = math.floor(easting / 100_000) * 100_000
-    south = math.floor(northing / 100_000) * 100_000
+    try:
+        epsg, west, south = mgrs_square_origin(tile)
+    except ValueError as exc:
+        raise SampleError(f"tile {tile}: {exc}") from exc
     pixels = NATIVE_PIXELS_10M // resolution_factor
     return TileGrid(tile, epsg, float(west), float(south + 100_000), pixels, TILE_SIZE_M / pixels)
 

@@ -172,6 +172,12 @@ class Storage:
         from google.api_core import exceptions
 
         path = parse_gs_uri(uri)
+        parts = path.key.split("/")
+        if path.key.startswith("/") or ".." in parts or "" in parts[:-1]:
+            # The key becomes a local path under `directory`: it must not climb out of it.
+            raise StorageError(
+                f"{uri}: object name is not a plain relative path (no leading /, '//' or '..')"
+            )
         target = directory / path.bucket / path.key
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = _staging_name(target)

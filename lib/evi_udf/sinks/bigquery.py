@@ -198,6 +198,10 @@ class BigQuerySink:
         except _API_ERRORS as exc:
             raise SinkError(f"{self.table_id(table)}: query failed ({exc})") from exc
 
+    def probe(self) -> None:
+        """Check, before any group is processed, that the dataset and tables can be reached (and made)."""
+        self.ensure_tables()
+
     def held_commits(self) -> dict[tuple[str, str, str], str]:
         """(tile, period, parameter hash) -> the commit id ``evi_commits`` holds for that group."""
         self.ensure_tables()

@@ -70,6 +70,24 @@ class ParquetSink:
             return schema.empty_table().to_pandas()
         return pa.concat_tables([pq.read_table(part, schema=schema) for part in parts]).to_pandas()
 
+    def probe(self) -> None:
+        """Check, before any group is processed, that the tables folder can be locked and written.
+
+        Raises
+        ------
+        SinkError
+            Naming the folder, if not.
+        """
+        try:
+            with self._locked():
+                probe = self.root / f".probe-{uuid.uuid4().hex[:12]}"
+                probe.write_bytes(b"")
+                probe.unlink()
+        except OSError as exc:
+            raise SinkError(
+                f"{self.root}: the tables folder is not writable ({exc.strerror or exc})"
+            ) from exc
+
     def current_composites(self, parameter_hash: str) -> pd.DataFrame:
         """The composites of one parameter set the tables hold (the STAC catalog is made from them)."""
         from evi_udf.stac import CURRENT_COLUMNS
