@@ -551,48 +551,69 @@ def test_reprocessed_duplicate_keeps_newest_baseline(tmp_path: Path, order: str)
     assert superseded["total_size"] == "850123456"
 
 
-def test_dedupe_tie_breaks(tmp_path: Path) -> None:
+def dedupe_rows() -> list[dict[str, str]]:
     def take(granule: str, datatake: str, baseline: str, generation: str) -> dict[str, str]:
         datatake_id = f"GS2B_20230214T000239_{datatake}_N{baseline[:2]}.{baseline[2:]}"
         return l2a(granule, baseline=baseline, generation=generation, DATATAKE_IDENTIFIER=datatake_id)
 
     late, early = "2023-03-01T00:00:00.000000Z", "2023-02-14T01:23:45.000000Z"
-    rows = [
-        # Three baselines of datatake 1: 05.10 wins, the others are listed oldest first.
+    return [
+        # Three baselines of datatake 1: 05.10 supersedes the others.
         take("t1-0509", "000001", "0509", late),
         take("t1-0214", "000001", "0214", late),
         take("t1-0510", "000001", "0510", early),
-        # Same baseline: the later generation time wins; an empty one counts as oldest.
+        # Same baseline, other generation times: parts of one acquisition (a split delivery), all kept;
+        # the newest generation is the primary part, an empty one counts as oldest.
         take("t2-early", "000002", "0509", early),
         take("t2-late", "000002", "0509", late),
         {**take("t2-none", "000002", "0509", early), "GENERATION_TIME": ""},
-        # Same baseline and generation time: the largest granule id wins.
+        # Same baseline and generation time: both parts too.
         take("t3-a", "000003", "0509", early),
         take("t3-b", "000003", "0509", early),
-        # Same datatake on another tile is a different scene.
+        # Same datatake on another tile is another acquisition.
         {**take("t3-other-tile", "000003", "0509", early), "MGRS_TILE": "55HCU"},
     ]
+
+
+def test_dedupe_keeps_every_part_of_the_newest_baseline(tmp_path: Path) -> None:
+    rows = dedupe_rows()
     scenes, rejected = select(tmp_path, rows)
     product = {row["GRANULE_ID"]: row["PRODUCT_ID"] for row in rows}
+    assert sorted(scenes["granule_id"]) == sorted(
+        ["t1-0510", "t2-early", "t2-late", "t2-none", "t3-a", "t3-b", "t3-other-tile"]
+    )
+    acquisitions = scenes.groupby("acquisition_id")["granule_id"].agg(lambda g: sorted(g)).to_dict()
+    assert sorted(acquisitions.values()) == [
+        ["t1-0510"],
+        ["t2-early", "t2-late", "t2-none"],
+        ["t3-a", "t3-b"],
+        ["t3-other-tile"],
+    ]
+    assert acquisitions["55HBU_GS2B_20230214T000239_000002"] == ["t2-early", "t2-late", "t2-none"]
     replaces = dict(zip(scenes["granule_id"], scenes["replaces"], strict=True))
-    assert replaces == {
-        "t1-0510": f"{product['t1-0214']},{product['t1-0509']}",
-        "t2-late": f"{product['t2-none']},{product['t2-early']}",
-        "t3-b": product["t3-a"],
-        "t3-other-tile": None,
-    }
+    assert replaces["t1-0510"] == f"{product['t1-0214']},{product['t1-0509']}"
+    assert {g: r for g, r in replaces.items() if g != "t1-0510"} == dict.fromkeys(
+        replaces.keys() - {"t1-0510"}
+    )
 
-    def by(winner: str, baseline: str) -> str:
-        return f"superseded by {product[winner]} (granule {winner}, baseline {baseline})"
-
-    assert reasons(rejected) == {
-        "t1-0214": by("t1-0510", "05.10"),
-        "t1-0509": by("t1-0510", "05.10"),
-        "t2-none": by("t2-late", "05.09"),
-        "t2-early": by("t2-late", "05.09"),
-        "t3-a": by("t3-b", "05.09"),
-    }
+    superseded = f"superseded by {product['t1-0510']} (granule t1-0510, baseline 05.10)"
+    assert reasons(rejected) == {"t1-0214": superseded, "t1-0509": superseded}
     assert set(rejected["stage"]) == {"dedupe"}
+
+
+def test_dedupe_does_not_depend_on_row_order(tmp_path: Path) -> None:
+    import random
+
+    rows = dedupe_rows()
+    (tmp_path / "a").mkdir()
+    reference = select(tmp_path / "a", rows)
+    for seed in range(5):
+        shuffled = list(rows)
+        random.Random(seed).shuffle(shuffled)
+        (tmp_path / f"s{seed}").mkdir()
+        again = select(tmp_path / f"s{seed}", shuffled)
+        for left, right in zip(reference, again, strict=True):
+            pd.testing.assert_frame_equal(left, right)
 
 
 # --------------------------------------------------------------------------------------------------

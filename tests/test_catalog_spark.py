@@ -24,6 +24,7 @@ from test_catalog import (
     NEW_L1C,
     OLD_L1C,
     antimeridian_rows,
+    dedupe_rows,
     l2a,
     line,
     malformed_rows,
@@ -87,6 +88,24 @@ def assert_same_selection(spark, config: CatalogConfig, csv_path: Path) -> tuple
     assert records(spark_scenes, SCENE_INT_COLUMNS) == records(scenes, SCENE_INT_COLUMNS)
     assert records(spark_rejected) == records(rejected)
     return spark_scenes, spark_rejected
+
+
+def test_split_acquisitions_are_kept_alike_in_spark_for_any_row_order(spark, tmp_path: Path) -> None:
+    import random
+
+    rows = dedupe_rows()
+    (tmp_path / "ordered").mkdir()
+    ordered = write_index(tmp_path / "ordered", rows, name="index.csv.gz")
+    _, reference = select_scenes_pandas(read_index_pandas(ordered), CatalogConfig(index_uri=str(ordered)))
+    expected = select_scenes_pandas(read_index_pandas(ordered), CatalogConfig(index_uri=str(ordered)))[0]
+    for seed in range(2):
+        shuffled = list(rows)
+        random.Random(seed).shuffle(shuffled)
+        (tmp_path / f"s{seed}").mkdir()
+        path = write_index(tmp_path / f"s{seed}", shuffled, name="index.csv.gz")
+        scenes, rejected = assert_same_selection(spark, CatalogConfig(index_uri=str(path)), path)
+        assert records(scenes, SCENE_INT_COLUMNS) == records(expected, SCENE_INT_COLUMNS)
+        assert records(rejected) == records(reference)
 
 
 def test_spark_path_gives_the_pandas_result(spark, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from evi_udf.sample import SampleSpec, generate_archive
 from evi_udf.schema import GroupKey, SceneRef
 
 FACTOR = 30  # 366 px bands at 300 m: several 256 px blocks per tile
+PIXELS = 10980 // FACTOR
 JANUARY = GroupKey("55HBU", "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))
 
 
@@ -201,9 +202,9 @@ def test_median_composite_and_statistics_equal_an_independent_computation(
         assert row.product_id == ref.product_id
         assert row.valid_pixels == int(np.isfinite(expected).sum())
         assert row.statistics.evi_mean == pytest.approx(np.nanmean(expected), abs=1e-6)
-        assert row.offset_applied == (
-            -1000.0 if "_N05" in ref.product_id or "_N04" in ref.product_id else 0.0
-        )
+        expected_offset = -1000.0 if "_N05" in ref.product_id or "_N04" in ref.product_id else 0.0
+        assert (row.offset_b02, row.offset_b04, row.offset_b08) == (expected_offset,) * 3
+        assert row.product_ids == [ref.product_id]
     for suffix in ("raster_uri", "stac_uri", "quicklook_uri"):
         assert Path(getattr(composite, suffix)).is_file()
     item = pystac.Item.from_file(composite.stac_uri)
@@ -234,7 +235,7 @@ def test_a_product_and_its_reprocessing_give_the_same_evi(archive: Path, tmp_pat
     new = next(r for r in refs if "_N0510_" in r.product_id)
     result = process_group(JANUARY, [old, new], job_config(tmp_path))
     old_row, new_row = sorted(result.scenes, key=lambda r: r.processing_baseline)
-    assert (old_row.offset_applied, new_row.offset_applied) == (0.0, -1000.0)
+    assert (old_row.offset_b04, new_row.offset_b04) == (0.0, -1000.0)
     # Same reflectance through different offsets: same EVI, apart from dark water pixels that the
     # pre-04.00 product clipped at DN 1.
     assert abs(old_row.statistics.evi_mean - new_row.statistics.evi_mean) < 1e-3
@@ -388,3 +389,90 @@ def test_l1c_groups_use_the_classi_raster_and_the_gml_polygons(archive: Path, tm
             # Clouds are masked by whichever mask the baseline provides.
             assert row.masked_pixels > 0, ref.product_id
         assert row.masked_fraction == pytest.approx(ref.cloud_cover / 100, abs=0.1)
+
+
+def split_product(
+    ref: SceneRef, out: Path, keep_columns: slice, generation: dt.datetime, name: str
+) -> SceneRef:
+    """A copy of ``ref``'s product that has data only in ``keep_columns`` of its 10 m bands: one part of
+    a tile ESA delivered as two products (same datatake and baseline, other generation time)."""
+    from evi_udf.sample import JP2_OPTIONS
+
+    source = Path(ref.base_url)
+    target = out / f"{source.stem}_{name}.SAFE"
+    shutil.copytree(source, target)
+    for band in ("B02", "B04", "B08"):
+        (path,) = target.glob(f"GRANULE/*/IMG_DATA/R10m/*_{band}_10m.jp2")
+        with rasterio.open(path) as dataset:
+            profile, data = dataset.profile, dataset.read(1)
+        kept = np.zeros_like(data)
+        kept[:, keep_columns] = data[:, keep_columns]
+        path.unlink()
+        with rasterio.open(path, "w", **{**profile, "driver": "JP2OpenJPEG", **JP2_OPTIONS}) as dataset:
+            dataset.write(kept, 1)
+    product = f"{ref.product_id}_{name}"
+    return SceneRef(
+        ref.granule_id + f"_{name}",
+        product,
+        ref.mgrs_tile,
+        ref.sensing_time,
+        ref.cloud_cover,
+        str(target),
+        ref.level,
+        ref.processing_baseline,
+        generation_time=generation,
+        acquisition_id="55HBU_split",
+    )
+
+
+@pytest.mark.integration
+def test_a_tile_delivered_in_two_parts_is_one_observation_equal_to_the_whole(
+    archive: Path, tmp_path: Path
+) -> None:
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A")
+    whole = refs[1]
+    half = PIXELS // 2
+    # Part A (older) covers the west half plus 10 columns, part B (newer) the east half: they overlap.
+    part_a = split_product(whole, tmp_path, slice(0, half + 10), dt.datetime(2022, 1, 18, 5), "a")
+    part_b = split_product(whole, tmp_path, slice(half, PIXELS), dt.datetime(2022, 1, 18, 7), "b")
+    others = [ref for ref in refs if ref is not whole]
+    merged = process_group(JANUARY, [*others, part_a, part_b], job_config(tmp_path / "split"))
+    reference = process_group(JANUARY, [*others, whole], job_config(tmp_path / "whole"))
+    assert merged.failures == [] and reference.failures == []
+    evi, count, _ = read_cog(merged.composite.raster_uri)
+    expected_evi, expected_count, _ = read_cog(reference.composite.raster_uri)
+    np.testing.assert_array_equal(evi, expected_evi)
+    np.testing.assert_array_equal(count, expected_count)
+    assert merged.composite.scene_count == reference.composite.scene_count == len(refs)
+    (row,) = [r for r in merged.scenes if r.product_id.startswith(whole.product_id)]
+    (expected,) = [r for r in reference.scenes if r.product_id == whole.product_id]
+    assert row.product_ids == [part_b.product_id, part_a.product_id]  # newest generation first
+    assert row.product_id == part_b.product_id
+    for name in ("valid_pixels", "masked_pixels", "nodata_pixels", "invalid_pixels"):
+        assert getattr(row, name) == getattr(expected, name), name
+    assert row.statistics.evi_mean == pytest.approx(expected.statistics.evi_mean, abs=1e-9)
+    # Either part alone is only half of the observation.
+    alone = process_group(JANUARY, [*others, part_a], job_config(tmp_path / "alone"))
+    (row_a,) = [r for r in alone.scenes if r.product_id == part_a.product_id]
+    assert row_a.nodata_pixels > expected.nodata_pixels + PIXELS * (half - 20)
+
+
+def test_merging_parts_takes_the_first_valid_value() -> None:
+    from evi_udf.process import merge_parts
+
+    nan = np.nan
+    newest = (
+        np.array([0.5, nan, nan, nan]),
+        np.array([True, True, False, False]),
+        np.array([True, False, False, False]),
+    )
+    older = (
+        np.array([0.1, 0.2, 0.3, nan]),
+        np.array([True, True, True, False]),
+        np.array([True, True, True, False]),
+    )
+    values, has_data, clear = merge_parts([newest, older])
+    np.testing.assert_array_equal(values, [0.5, 0.2, 0.3, nan])
+    np.testing.assert_array_equal(has_data, [True, True, True, False])
+    np.testing.assert_array_equal(clear, [True, True, True, False])
+    assert np.isnan(newest[0][1])  # the inputs are not changed

@@ -111,6 +111,7 @@ _SCENE_FIELDS: tuple[tuple[str, T.DataType], ...] = (
     ("mission", _STR),
     ("processing_baseline", _STR),
     ("replaces", _STR),
+    ("acquisition_id", _STR),
     ("period", _STR),
     ("period_start", _DATE),
     ("period_end", _DATE),
@@ -121,8 +122,9 @@ _REJECTED_FIELDS: tuple[tuple[str, T.DataType], ...] = (
     ("stage", _STR),
 )
 
-#: One row per selected scene. Null only in ``total_size``, ``geometric_quality``, ``generation_time``
-#: (empty in the index) and ``replaces`` (nothing superseded). Times are UTC.
+#: One row per selected product. Null only in ``total_size``, ``geometric_quality``,
+#: ``generation_time`` (empty in the index) and ``replaces`` (nothing superseded). Products with the
+#: same ``acquisition_id`` are parts of one acquisition (a split delivery). Times are UTC.
 SCENE_SCHEMA = _struct(_SCENE_FIELDS)
 SCENE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in _SCENE_FIELDS)
 
@@ -700,6 +702,7 @@ def parse_index(raw: pd.DataFrame) -> pd.DataFrame:
     out["processing_baseline"] = baseline
 
     out["replaces"] = None
+    out["acquisition_id"] = None
     out["period"] = None
     out["period_start"] = pd.NaT
     out["period_end"] = pd.NaT
@@ -882,14 +885,19 @@ def classify_index(raw: pd.DataFrame, config: CatalogConfig) -> pd.DataFrame:
 
 
 def dedupe_scenes(candidates: pd.DataFrame) -> pd.DataFrame:
-    """Keep one product per (tile, datatake); turn the others into ``dedupe`` rejections.
+    """Keep one acquisition per (tile, datatake): every product of its newest processing baseline.
 
-    The kept row has the newest processing baseline (compared as a number), then the newest
-    generation time (missing counts as oldest), then the largest granule id, so the choice does not
-    depend on row order. Its ``replaces`` lists the superseded product ids (oldest first, comma
-    separated): product ids, because a reprocessing keeps the granule id of the product it replaces.
-    Each superseded row gets ``stage="dedupe"`` and
-    ``reason="superseded by <product id> (granule <granule id>, baseline NN.NN)"``.
+    Products of one tile and datatake with the same baseline are parts of one acquisition: ESA
+    sometimes delivers a tile of one pass as two products with different generation times, each
+    covering part of the tile, and both are needed (their valid pixels are merged, the newest
+    generation first, before compositing). Only a newer baseline supersedes: products of older
+    baselines become ``dedupe`` rejections with
+    ``reason="superseded by <product id> (granule <granule id>, baseline NN.NN)"``, naming the
+    acquisition's primary part: the newest generation time (missing counts as oldest), then the
+    largest product id. So the selection does not depend on row order, in pandas or in Spark.
+
+    Every kept part gets ``acquisition_id`` (``<tile>_<datatake key>``) and ``replaces``: the product
+    ids its acquisition superseded (sorted, comma separated), or null.
 
     Parameters
     ----------
@@ -899,24 +907,29 @@ def dedupe_scenes(candidates: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        The same rows, in the work frame layout, kept rows first.
+        The same rows, in the work frame layout: kept parts first (by tile, datatake, primary part
+        first), then the rejected ones by product id.
     """
     keys = ["mgrs_tile", "datatake_key"]
     if candidates.empty:
         return candidates.copy()
-    ordered = candidates.assign(
-        _baseline=candidates["processing_baseline"].str.replace(".", "", regex=False).astype(int)
-    ).sort_values([*keys, "_baseline", "generation_time", "granule_id"], na_position="first")
-    superseded = ordered.duplicated(keys, keep="last").to_numpy()
-    kept = ordered[~superseded].drop(columns=["_baseline", "replaces"])
-    losers = ordered[superseded].drop(columns="_baseline")
+    work = candidates.assign(
+        _baseline=candidates["processing_baseline"].str.replace(".", "", regex=False).astype(int),
+        _generation=candidates["generation_time"].fillna(pd.Timestamp.min),
+    )
+    newest = work.groupby(keys, sort=False)["_baseline"].transform("max")
+    kept = work[work["_baseline"] == newest].sort_values(
+        [*keys, "_generation", "product_id"], ascending=[True, True, False, False]
+    )
+    losers = work[work["_baseline"] != newest].sort_values([*keys, "product_id"])
+    kept = kept.assign(acquisition_id=kept["mgrs_tile"] + "_" + kept["datatake_key"])
 
-    replaces = losers.groupby(keys, sort=False)["product_id"].agg(",".join).rename("replaces")
-    kept = kept.join(replaces, on=keys)
+    replaces = losers.groupby(keys, sort=False)["product_id"].agg(lambda ids: ",".join(sorted(ids)))
+    kept = kept.drop(columns="replaces").join(replaces.rename("replaces"), on=keys)
     kept["replaces"] = kept["replaces"].astype(object).where(kept["replaces"].notna(), None)
 
-    winners = kept.set_index(keys)[["product_id", "granule_id", "processing_baseline"]]
-    winner = losers[keys].join(winners, on=keys)
+    primary = kept.drop_duplicates(keys, keep="first").set_index(keys)
+    winner = losers[keys].join(primary[["product_id", "granule_id", "processing_baseline"]], on=keys)
     losers = losers.assign(
         reason="superseded by "
         + winner["product_id"]
@@ -927,7 +940,8 @@ def dedupe_scenes(candidates: pd.DataFrame) -> pd.DataFrame:
         + ")",
         stage="dedupe",
     )
-    return _concat([kept, losers])[list(_WORK_COLUMNS)].reset_index(drop=True)
+    columns = list(_WORK_COLUMNS)
+    return _concat([kept[columns], losers[columns]]).reset_index(drop=True)
 
 
 def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:

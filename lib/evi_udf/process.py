@@ -106,7 +106,23 @@ class _PreparedScene:
     mask_kind: str  # "scl", "classi" or "gml"
     mask_uri: str
     cloud_polygons: list[dict[str, object]]
+
+
+@dataclasses.dataclass
+class _Acquisition:
+    """One observation of the tile: the products (parts) of one datatake and baseline, newest
+    generation first; usually one, two for a tile ESA delivered in two parts."""
+
+    parts: list[_PreparedScene]
     accumulator: EviAccumulator
+
+    @property
+    def primary(self) -> _PreparedScene:
+        return self.parts[0]
+
+    @property
+    def ref(self) -> SceneRef:
+        return self.parts[0].ref
 
 
 class _SceneFailed(Exception):
@@ -186,15 +202,7 @@ def _prepare_scene(ref: SceneRef, config: RasterConfig, store: Storage, inputs: 
         band: str(store.fetch(join_uri(ref.base_url, metadata.band_file(band)), inputs)) for band in EVI_BANDS
     }
     mask_path = str(store.fetch(mask_uri, inputs)) if mask_kind != "gml" else mask_uri
-    return _PreparedScene(
-        ref,
-        metadata,
-        band_paths,
-        mask_kind,
-        mask_path,
-        polygons,
-        EviAccumulator(config.evi_valid_min, config.evi_valid_max, config.histogram_bins),
-    )
+    return _PreparedScene(ref, metadata, band_paths, mask_kind, mask_path, polygons)
 
 
 @dataclasses.dataclass
@@ -224,10 +232,11 @@ def _read_scene_block(
     return _RawBlock(dn, mask)
 
 
-def _scene_evi(
+def _part_evi(
     scene: _PreparedScene, raw: _RawBlock, grid: PixelGrid, window: Window, config: RasterConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """EVI of one scene over one block (NaN = not a clear valid observation) and its data coverage."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EVI of one product over one block (NaN = not a clear valid observation), where it has data,
+    and where it has data that the cloud mask keeps."""
     reflectance = {
         band: dn_to_reflectance(raw.dn[band], scene.metadata.offset(band), scene.metadata.quantification)
         for band in EVI_BANDS
@@ -252,32 +261,66 @@ def _scene_evi(
         clear = cloudy == 0
     else:
         clear = np.ones(has_data.shape, dtype=bool)
-    masked = has_data & ~clear
+    clear &= has_data
     for band in EVI_BANDS:
-        reflectance[band][masked] = np.nan
+        reflectance[band][~clear] = np.nan
     result = compute_evi(
         reflectance["B02"],
         reflectance["B04"],
         reflectance["B08"],
         EviRules(config.evi_valid_min, config.evi_valid_max, config.evi_min_denominator),
     )
-    scene.accumulator.add(
-        result.values,
-        masked=int(masked.sum()),
-        nodata=int((~has_data).sum()),
-        invalid=result.small_denominator + result.out_of_range,
+    return result.values, has_data, clear
+
+
+def merge_parts(
+    parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One observation from the parts of a split acquisition, newest generation first.
+
+    Each part is (EVI, has data, clear). A pixel takes the EVI of the first part with a valid one;
+    it has data, or is clear, if any part has or is. With one part this is that part.
+    """
+    values, has_data, clear = (array.copy() for array in parts[0])
+    for part_values, part_data, part_clear in parts[1:]:
+        fill = np.isnan(values) & ~np.isnan(part_values)
+        values[fill] = part_values[fill]
+        has_data |= part_data
+        clear |= part_clear
+    return values, has_data, clear
+
+
+def _acquisition_evi(
+    acquisition: _Acquisition,
+    raws: Sequence[_RawBlock],
+    grid: PixelGrid,
+    window: Window,
+    config: RasterConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """EVI of one acquisition over one block and its data coverage; feeds its statistics."""
+    values, has_data, clear = merge_parts(
+        [
+            _part_evi(part, raw, grid, window, config)
+            for part, raw in zip(acquisition.parts, raws, strict=True)
+        ]
     )
-    return result.values, has_data
+    acquisition.accumulator.add(
+        values,
+        masked=int((has_data & ~clear).sum()),
+        nodata=int((~has_data).sum()),
+        invalid=int((clear & np.isnan(values)).sum()),
+    )
+    return values, has_data
 
 
 BlockWriter = Callable[[Window, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 def _composite_native(
-    scenes: list[_PreparedScene], grid: PixelGrid, config: RasterConfig, write: BlockWriter
+    acquisitions: list[_Acquisition], grid: PixelGrid, config: RasterConfig, write: BlockWriter
 ) -> None:
     """Walk the native grid block by block, handing each composite block (EVI, clear count, data
-    coverage) to ``write``; raise _SceneFailed naming the scene that broke.
+    coverage) to ``write``; raise _SceneFailed naming the product that broke.
 
     The next block's bands are decoded on a reader thread while this block's EVI and composite are
     computed: GDAL releases the GIL while it decodes, so the arithmetic (single-threaded numpy) no
@@ -285,9 +328,10 @@ def _composite_native(
     """
     spec = get_compositor(config.compositor)
     resampling = Resampling[config.resampling]
+    parts = [part for acquisition in acquisitions for part in acquisition.parts]
     with contextlib.ExitStack() as stack:
         datasets: dict[str, dict[str, rasterio.io.DatasetReader]] = {}
-        for scene in scenes:
+        for scene in parts:
             try:
                 opened = {
                     band: stack.enter_context(open_raster(uri)) for band, uri in scene.band_uris.items()
@@ -302,14 +346,14 @@ def _composite_native(
             # GDAL configuration options set by rasterio.Env are per thread.
             with rasterio.Env(**GDAL_ENV):
                 blocks: list[_RawBlock | EviError] = []
-                for scene in scenes:
+                for scene in parts:
                     try:
                         blocks.append(
                             _read_scene_block(scene, datasets[scene.ref.product_id], grid, window, resampling)
                         )
                     except EviError as exc:
                         blocks.append(exc)
-                        break  # the group restarts without this scene: reading further is wasted
+                        break  # the group restarts without this product: reading further is wasted
                 return blocks
 
         windows = list(block_windows(grid.width, grid.height, config.block_size))
@@ -320,22 +364,47 @@ def _composite_native(
             raw_blocks = pending.result()
             if index + 1 < len(windows):
                 pending = reader.submit(read_window, windows[index + 1])
-            compositor = spec.factory((int(window.height), int(window.width)))
-            observed = np.zeros((int(window.height), int(window.width)), dtype=bool)
-            for scene, raw in zip(scenes, raw_blocks, strict=False):
+            for scene, raw in zip(parts, raw_blocks, strict=False):
                 if isinstance(raw, EviError):
                     raise _SceneFailed(scene, raw) from raw
-                values, has_data = _scene_evi(scene, raw, grid, window, config)
+            raws = iter(raw_blocks)
+            compositor = spec.factory((int(window.height), int(window.width)))
+            observed = np.zeros((int(window.height), int(window.width)), dtype=bool)
+            for acquisition in acquisitions:
+                mine = [next(raws) for _ in acquisition.parts]  # type: ignore[misc]
+                values, has_data = _acquisition_evi(acquisition, mine, grid, window, config)  # type: ignore[arg-type]
                 compositor.add(values)
                 observed |= has_data
             value, count = compositor.finish()
             write(window, value, count, observed)
 
 
-def _order(scenes: list[_PreparedScene], scene_order: str) -> list[_PreparedScene]:
+def _acquisitions(scenes: list[_PreparedScene], config: RasterConfig) -> list[_Acquisition]:
+    """Products grouped into acquisitions (parts newest generation first, then by product id)."""
+    by_id: dict[str, list[_PreparedScene]] = {}
+    for scene in scenes:
+        by_id.setdefault(scene.ref.acquisition_id or scene.ref.product_id, []).append(scene)
+
+    def newest_first(parts: list[_PreparedScene]) -> list[_PreparedScene]:
+        # Two stable sorts: newest generation first (a missing one is oldest), ties by product id,
+        # largest first, as the catalog chooses an acquisition's primary part.
+        ordered = sorted(parts, key=lambda s: s.ref.product_id, reverse=True)
+        ordered.sort(key=lambda s: s.ref.generation_time or dt.datetime.min, reverse=True)
+        return ordered
+
+    return [
+        _Acquisition(
+            newest_first(parts),
+            EviAccumulator(config.evi_valid_min, config.evi_valid_max, config.histogram_bins),
+        )
+        for parts in by_id.values()
+    ]
+
+
+def _order(acquisitions: list[_Acquisition], scene_order: str) -> list[_Acquisition]:
     if scene_order == "cloud":
-        return sorted(scenes, key=lambda s: (s.ref.cloud_cover, s.ref.sensing_time, s.ref.product_id))
-    return sorted(scenes, key=lambda s: (s.ref.sensing_time, s.ref.product_id))
+        return sorted(acquisitions, key=lambda a: (a.ref.cloud_cover, a.ref.sensing_time, a.ref.product_id))
+    return sorted(acquisitions, key=lambda a: (a.ref.sensing_time, a.ref.product_id))
 
 
 def _native_grid(scene: _PreparedScene) -> PixelGrid:
@@ -503,7 +572,7 @@ def _stac_item(
     outputs: GroupOutputs,
     ring: list[tuple[float, float]],
     grid: PixelGrid,
-    scenes: list[_PreparedScene],
+    acquisitions: list[_Acquisition],
     config: JobConfig,
     params: str,
     summary: EviSummary,
@@ -541,12 +610,14 @@ def _stac_item(
                 {
                     "product_id": s.ref.product_id,
                     "granule_id": s.ref.granule_id,
+                    "acquisition_id": s.ref.acquisition_id or s.ref.product_id,
                     "sensing_time": s.ref.sensing_time.isoformat(),
                     "processing_baseline": s.metadata.processing_baseline,
                     "offsets": {band: s.metadata.offset(band) for band in EVI_BANDS},
                     "quantification": s.metadata.quantification,
                 }
-                for s in scenes
+                for a in acquisitions
+                for s in a.parts
             ],
         },
     )
@@ -640,21 +711,20 @@ def _process_group(
                 prepared.append(_prepare_scene(ref, raster, store, Path(workdir) / "inputs"))
             except EviError as exc:
                 fail(exc, ref)
-        ordered = _order(prepared, get_compositor(raster.compositor).scene_order)
+        scene_order = get_compositor(raster.compositor).scene_order
+        ordered = _order(_acquisitions(prepared, raster), scene_order)
         native: PixelGrid | None = None
         while ordered and native is None:
             try:
-                native = _native_grid(ordered[0])
+                native = _native_grid(ordered[0].primary)
             except EviError as exc:
-                fail(exc, ordered.pop(0).ref)
+                fail(exc, ordered[0].ref)
+                prepared = [p for p in prepared if p is not ordered[0].primary]
+                ordered = _order(_acquisitions(prepared, raster), scene_order)
         if native is None:
             fail(EviError(f"no usable scene among {len(scenes)} for {key.mgrs_tile} {key.period}"), None)
             return GroupResult(None, [], failures)
         while True:
-            for scene in ordered:
-                scene.accumulator = EviAccumulator(
-                    raster.evi_valid_min, raster.evi_valid_max, raster.histogram_bins
-                )
             try:
                 encoded, stats = _composite_on_output_grid(ordered, native, raster, Path(workdir))
                 return _finish(
@@ -672,8 +742,11 @@ def _process_group(
                     outputs,
                 )
             except _SceneFailed as failed:
+                # The composite restarts without the product that broke (a split acquisition keeps
+                # its other part), so no block holds a partial contribution of it.
                 fail(failed.error, failed.scene.ref)
-                ordered = [s for s in ordered if s is not failed.scene]
+                prepared = [p for p in prepared if p is not failed.scene]
+                ordered = _order(_acquisitions(prepared, raster), scene_order)
                 if not ordered:
                     fail(EviError(f"every scene of {key.mgrs_tile} {key.period} failed"), None)
                     return GroupResult(None, [], failures)
@@ -691,7 +764,7 @@ class _Encoded:
 
 
 def _composite_on_output_grid(
-    scenes: list[_PreparedScene], native: PixelGrid, raster: RasterConfig, workdir: Path
+    acquisitions: list[_Acquisition], native: PixelGrid, raster: RasterConfig, workdir: Path
 ) -> tuple[_Encoded, EviAccumulator]:
     """The composite in its published encoding on the output grid, and its statistics.
 
@@ -704,7 +777,7 @@ def _composite_on_output_grid(
     writer = _EncodedWriter(encoded.evi, encoded.count, grid, raster)
     try:
         if raster.grid.kind == "native":
-            _composite_native(scenes, native, raster, writer.write)
+            _composite_native(acquisitions, native, raster, writer.write)
         else:
             with scratch_raster(native, 3, "float32", float("nan"), str(workdir)) as (native_path, scratch):
 
@@ -715,7 +788,7 @@ def _composite_on_output_grid(
                     scratch.write(count.astype(np.float32), 2, window=window)
                     scratch.write(seen.astype(np.float32), 3, window=window)
 
-                _composite_native(scenes, native, raster, to_scratch)
+                _composite_native(acquisitions, native, raster, to_scratch)
                 scratch.close()
                 warped = workdir / "warped.tif"
                 resampling = Resampling[raster.resampling]
@@ -734,7 +807,7 @@ def _composite_on_output_grid(
 
 def _finish(
     key: GroupKey,
-    scenes: list[_PreparedScene],
+    acquisitions: list[_Acquisition],
     native: PixelGrid,
     encoded: _Encoded,
     composite_stats: EviAccumulator,
@@ -760,7 +833,9 @@ def _finish(
     ring = _footprint(grid)
     stac_path = workdir / f"{stem}.json"
     try:
-        stac_path.write_text(to_json(_stac_item(key, outputs, ring, grid, scenes, config, params, summary)))
+        stac_path.write_text(
+            to_json(_stac_item(key, outputs, ring, grid, acquisitions, config, params, summary))
+        )
     except ValueError as exc:  # a NaN or infinity would make invalid JSON
         raise RasterWriteError(
             f"{outputs.stac_uri}: the STAC item has a value JSON cannot hold ({exc})"
@@ -777,7 +852,7 @@ def _finish(
         period_end=key.period_end,
         method=raster.compositor,
         grid=grid_name(raster),
-        scene_count=len(scenes),
+        scene_count=len(acquisitions),
         scenes_failed=len({f.product_id for f in failures if f.product_id}),
         total_pixels=summary.total_pixels,
         valid_pixels=summary.valid_pixels,
@@ -794,18 +869,22 @@ def _finish(
         processing_seconds=math.nan,  # set by process_group, which times the whole call
     )
     scene_rows = []
-    for scene in scenes:
-        s = scene.accumulator.summary()
+    for acquisition in acquisitions:
+        s = acquisition.accumulator.summary()
         with_data = s.total_pixels - s.nodata_pixels
+        scene = acquisition.primary
         scene_rows.append(
             SceneRow(
                 granule_id=scene.ref.granule_id,
                 product_id=scene.ref.product_id,
+                product_ids=[part.ref.product_id for part in acquisition.parts],
                 mgrs_tile=scene.ref.mgrs_tile,
                 sensing_time=scene.ref.sensing_time,
                 period=key.period,
                 processing_baseline=scene.metadata.processing_baseline,
-                offset_applied=scene.metadata.offset("B04"),
+                offset_b02=scene.metadata.offset("B02"),
+                offset_b04=scene.metadata.offset("B04"),
+                offset_b08=scene.metadata.offset("B08"),
                 quantification=scene.metadata.quantification,
                 index_cloud_cover=scene.ref.cloud_cover,
                 total_pixels=s.total_pixels,

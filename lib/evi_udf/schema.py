@@ -34,6 +34,9 @@ class SceneRef:
     processing_baseline: str
     # UTC, as the index gives it (None when the index leaves it empty); part of the scene set's identity.
     generation_time: dt.datetime | None = None
+    # Products with the same acquisition id are parts of one acquisition (a tile delivered in two
+    # products); empty: the product is an acquisition of its own.
+    acquisition_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,15 +124,22 @@ class CompositeRow:
 
 @dataclasses.dataclass(frozen=True)
 class SceneRow:
-    """One row of ``evi_scenes``: one scene's EVI over its tile (the EVI time series)."""
+    """One row of ``evi_scenes``: one acquisition's EVI over its tile (the EVI time series).
+
+    An acquisition ESA delivered in two products (a split tile) is one row, with both in
+    ``product_ids``; ``product_id`` and ``granule_id`` name the newest of them.
+    """
 
     granule_id: str
     product_id: str
+    product_ids: list[str]
     mgrs_tile: str
     sensing_time: dt.datetime
     period: str
     processing_baseline: str
-    offset_applied: float
+    offset_b02: float
+    offset_b04: float
+    offset_b08: float
     quantification: float
     index_cloud_cover: float
     total_pixels: int
@@ -214,7 +224,7 @@ _COLUMN_DOCS: dict[str, str] = {
     "scene_set_fingerprint": (
         "Hash of the selected products (ids, baselines, generation times): the scene set."
     ),
-    "scene_count": "Number of scenes the composite was made from.",
+    "scene_count": "Number of acquisitions (scenes) the composite was made from.",
     "scenes_used": "Number of selected scenes that went into the composite.",
     "scenes_failed": "Number of selected scenes that failed (see evi_failures).",
     "committed_at": "When the group's commit record was published (UTC).",
@@ -257,8 +267,11 @@ _COLUMN_DOCS: dict[str, str] = {
     "processing_baseline": (
         "ESA processing baseline of the product, e.g. 05.10 (from 04.00 an offset applies)."
     ),
-    "offset_applied": (
-        "Radiometric offset added to B04 digital numbers before dividing by the quantification."
+    "offset_b02": "Radiometric offset added to B02 (blue) digital numbers: reflectance = (DN + offset) / q.",
+    "offset_b04": "Radiometric offset added to B04 (red) digital numbers: reflectance = (DN + offset) / q.",
+    "offset_b08": "Radiometric offset added to B08 (near infrared) digital numbers, as for B02 and B04.",
+    "product_ids": (
+        "Every product of the acquisition (two when ESA delivered the tile in two parts), newest first."
     ),
     "quantification": "Quantification value: reflectance = (DN + offset) / quantification.",
     "index_cloud_cover": "CLOUD_COVER of the index row (percent of the granule, ESA's estimate).",

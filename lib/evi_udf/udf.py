@@ -62,6 +62,7 @@ def scene_refs_from_pandas(group: pd.DataFrame) -> list[SceneRef]:
             level=str(row.level),
             processing_baseline=str(row.processing_baseline),
             generation_time=_as_optional_datetime(getattr(row, "generation_time", None)),
+            acquisition_id=str(getattr(row, "acquisition_id", None) or ""),
         )
         for row in group.itertuples(index=False)
     ]
