@@ -10,6 +10,7 @@ import pytest
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 from rio_cogeo.cogeo import cog_validate
 
@@ -223,3 +224,66 @@ def test_cog_has_average_overviews_and_validates(make_raster: RasterFactory, tmp
     expected[:, 275:] = 4000
     expected[:2, :2] = -32768
     np.testing.assert_array_equal(overview, expected)
+
+
+def evi_like_field(rows: int, cols: int) -> np.ndarray:
+    """Float values with sharp edges (what a warp kernel smears differently if its scale changes),
+    and a no-data hole."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    values = 0.4 + 0.3 * np.sin(x / 7.0) * np.cos(y / 5.0) + 0.2 * ((x // 9 + y // 13) % 2)
+    values[rows // 3 : rows // 2, cols // 4 : cols // 3] = np.nan
+    return values.astype(np.float32)
+
+
+@pytest.mark.parametrize("resolution", [10.0, 30.0])
+def test_a_shared_grid_warp_does_not_depend_on_how_it_is_cut_into_blocks(
+    make_raster: RasterFactory, tmp_path: Path, resolution: float
+) -> None:
+    from evi_udf.raster_io import kernel_scale, warp_to_grid
+
+    rows = cols = 900
+    source = make_raster(evi_like_field(rows, cols), "EPSG:32755", 300000.0, 5900000.0, 10.0, float("nan"))
+    with rasterio.open(source) as dataset:
+        native = dataset_grid(dataset)
+    target = SharedGrid("EPSG:3577", resolution, (0.0, 0.0)).cover(native)
+    warped = {}
+    for block in (256, 1024, max(target.width, target.height)):
+        destination = tmp_path / f"warped_{block}.tif"
+        warp_to_grid(source, target, destination, {1: Resampling.bilinear}, float("nan"), block_size=block)
+        with rasterio.open(destination) as dataset:
+            warped[block] = dataset.read(1)
+    first, *others = warped.values()
+    for other in others:
+        np.testing.assert_array_equal(first, other)
+
+    # One whole-raster GDAL warp with the same settings (exact transformation, fixed kernel scale),
+    # read in one request rather than cut into our blocks.
+    with (
+        rasterio.open(source) as dataset,
+        WarpedVRT(
+            dataset,
+            crs=target.crs,
+            transform=target.transform,
+            width=target.width,
+            height=target.height,
+            resampling=Resampling.bilinear,
+            src_nodata=float("nan"),
+            nodata=float("nan"),
+            tolerance=1e-9,
+            **kernel_scale(dataset.res, resolution),
+        ) as whole,
+    ):
+        reference = whole.read(1)
+    both = np.isfinite(first) & np.isfinite(reference)
+    assert both.sum() > 0.5 * first.size
+    within_a_step = np.abs(first[both] - reference[both]) <= 1e-4
+    assert within_a_step.mean() >= 0.9999, within_a_step.mean()
+    assert np.mean(np.isfinite(first) == np.isfinite(reference)) >= 0.999
+
+
+def test_the_kernel_scale_is_the_resolution_ratio() -> None:
+    from evi_udf.raster_io import kernel_scale
+
+    assert kernel_scale((10.0, -10.0), 10.0) == {"XSCALE": "1", "YSCALE": "1"}
+    assert kernel_scale((10.0, 10.0), 60.0) == {"XSCALE": "0.166666666667", "YSCALE": "0.166666666667"}
+    assert kernel_scale((20.0, 20.0), 10.0) == {"XSCALE": "2", "YSCALE": "2"}
