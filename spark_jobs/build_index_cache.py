@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the cache to write, named *.parquet (replaced)")
     args = parser.parse_args(argv)
 
-    from evi_udf.catalog import write_index_parquet
     from evi_udf.errors import EviError
+    from evi_udf.index_cache import write_index_parquet
     from evi_udf.spark_session import build_session
 
     started = time.monotonic()
