@@ -349,3 +349,17 @@ def test_the_driver_makes_the_same_storage_requests_for_2_or_8_done_groups(
     # No request names a group's files: no COG, STAC item or commit record is read or checked.
     decoded = [unquote(line) for line in eight_log]
     assert not [line for line in decoded if any(s in line for s in (".tif", ".png", ".parquet", "S2_EVI_"))]
+
+
+@pytest.mark.integration
+def test_an_unwritable_output_root_stops_the_run_before_any_group_is_processed(
+    spark, archive, tmp_path
+) -> None:
+    from evi_udf.errors import StorageError
+
+    root = tmp_path / "out"
+    root.write_text("a file where the output folder should be")
+    config = load_config(write_config(tmp_path / "job.yaml", archive, root))
+    with pytest.raises(StorageError, match=f"{root}: the output root is not writable"):
+        run(spark, config, ParquetSink(str(tmp_path / "tables-root")), log=lambda _: None)
+    assert {p.name for p in tmp_path.iterdir()} == {"job.yaml", "out"}  # nothing else written
