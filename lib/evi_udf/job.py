@@ -31,13 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import pandas as pd
-import rasterio
-from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
-from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 
 from evi_udf.catalog import RAW_COLUMNS, CatalogSelection, index_read_errors, select_scenes
 from evi_udf.config import JobConfig
@@ -55,8 +49,10 @@ from evi_udf.ledger import (
     scene_set_fingerprint,
     superseded_files,
 )
+from evi_udf.mosaic import Canvas, MosaicPiece, mosaic_canvases, render
 from evi_udf.process import evi_to_rgba, write_png
 from evi_udf.schema import (
+    GROUP_KINDS,
     TABLE_NAMES,
     GroupKey,
     RejectedRow,
@@ -243,7 +239,12 @@ def _one_group_per_task(spark: SparkSession, groups: int) -> Iterator[None]:
 
 
 def _process(
-    spark: SparkSession, scenes: DataFrame, todo: Sequence[GroupKey], config: JobConfig, run_id: str
+    spark: SparkSession,
+    scenes: DataFrame,
+    todo: Sequence[GroupKey],
+    config: JobConfig,
+    run_id: str,
+    canvases: Mapping[str, Canvas],
 ) -> pd.DataFrame:
     from pyspark.sql import functions as F
 
@@ -258,7 +259,9 @@ def _process(
         results = (
             scenes.join(F.broadcast(buckets), ["mgrs_tile", "period"])
             .groupBy("bucket")
-            .applyInPandas(make_group_function(config, run_id), schema=result_spark_schema())
+            .applyInPandas(
+                make_group_function(config, run_id, canvases=canvases), schema=result_spark_schema()
+            )
             .toPandas()
         )
     return results
@@ -388,51 +391,6 @@ def clean_superseded(spark: SparkSession, store: Storage, uris: Sequence[str]) -
     )
 
 
-def write_mosaic(cogs: Sequence[Path], destination: Path, width: int) -> Path | None:
-    """A colour-mapped PNG of the given composites on one geographic canvas ``width`` pixels wide.
-
-    Each composite is warped from its coarsest overview that is still finer than the canvas: warping
-    the full-resolution band would decode all of it for a picture a few hundred pixels across.
-    """
-    if not cogs or width <= 0:
-        return None
-    # Per composite: geographic bounds, EVI scale, width and overview factors (one open per file).
-    described = []
-    for cog in cogs:
-        with rasterio.open(cog) as dataset:
-            box = transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds, densify_pts=21)
-            described.append((box, np.float32(dataset.scales[0]), dataset.width, dataset.overviews(1)))
-    bounds = [box for box, *_ in described]
-    west, south = min(b[0] for b in bounds), min(b[1] for b in bounds)
-    east, north = max(b[2] for b in bounds), max(b[3] for b in bounds)
-    step = (east - west) / width
-    height = max(1, round((north - south) / step))
-    transform = rasterio.Affine(step, 0, west, 0, -step, north)
-    canvas = np.full((height, width), np.nan, dtype=np.float32)
-    for cog, (box, scale, cog_width, factors) in zip(cogs, described, strict=True):
-        # Source pixels per canvas pixel across the composite's width.
-        decimation = cog_width * step / (box[2] - box[0])
-        finer = [level for level, factor in enumerate(factors) if factor <= decimation]
-        options = {"overview_level": finer[-1]} if finer else {}
-        with (
-            rasterio.open(cog, **options) as dataset,
-            WarpedVRT(
-                dataset,
-                crs="EPSG:4326",
-                transform=transform,
-                width=width,
-                height=height,
-                resampling=Resampling.nearest,
-            ) as warped,
-        ):
-            band = warped.read(1, masked=True).astype(np.float32) * scale
-            values = band.filled(np.nan)
-            canvas = np.where(np.isfinite(values), values, canvas)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    write_png(evi_to_rgba(canvas), destination)
-    return destination
-
-
 def run(
     spark: SparkSession,
     config: JobConfig,
@@ -463,7 +421,8 @@ def run(
         f"{len(todo)} to process ({plan.count('new')} new, {plan.count('changed')} changed, "
         f"{plan.count('failed')} failed before, {plan.count('overwrite')} overwritten)"
     )
-    results = _process(spark, plan.selection.scenes, todo, config, run_id)
+    canvases = mosaic_canvases(todo, config.run.mosaic_size)
+    results = _process(spark, plan.selection.scenes, todo, config, run_id, canvases)
     rejected = rejected_records(plan.selection.rejected.toPandas(), run_id)
     outcome = load_tables(spark, ledger, sink, results, rejected, run_id)
     for commit in outcome.unreadable:
@@ -475,12 +434,13 @@ def run(
     commits = tables[TABLE_NAMES["commit"]]
     composites = tables[TABLE_NAMES["composite"]]
     failures = tables[TABLE_NAMES["failure"]]
-    uncommitted = results[results["commit_id"].isna()] if len(results) else results
+    group_rows = results[results["kind"].isin(GROUP_KINDS)] if len(results) else results
+    uncommitted = group_rows[group_rows["commit_id"].isna()] if len(group_rows) else group_rows
     failed_groups = int((commits["status"] == "failed").sum()) + len(
         {(r.mgrs_tile, r.period) for r in uncommitted.itertuples(index=False)}
     )
     root = config.output.root.rstrip("/")
-    mosaics = _mosaics(store, composites, config, run_id, root, log)
+    mosaics = _mosaics(store, results, canvases, run_id, root)
     failed_share = failed_groups / len(todo) if todo else 0.0
     report = RunReport(
         run_id=run_id,
@@ -555,34 +515,28 @@ def publish_stac(store: Storage, sink: ResultSink, config: JobConfig, outcome: L
 
 
 def _mosaics(
-    store: Storage,
-    composites: pd.DataFrame,
-    config: JobConfig,
-    run_id: str,
-    root: str,
-    log: Callable[[str], None],
+    store: Storage, results: pd.DataFrame, canvases: Mapping[str, Canvas], run_id: str, root: str
 ) -> dict[str, str]:
-    """One mosaic PNG per period of the composites this run made (none for skipped groups).
-
-    A composite that a concurrent run has superseded (and cleaned) meanwhile is left out; a mosaic
-    that cannot be drawn is a warning, not a failed run: the run's data is committed and loaded.
-    """
+    """One mosaic PNG per period, pasted from the pieces the tasks returned (no COG is read here)."""
+    pieces = results[results["kind"] == "mosaic_piece"] if len(results) else results
     mosaics = {}
     with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
-        local = Path(scratch)
-        for period, rows in composites.groupby("period", sort=True):
-            cogs = []
-            for uri in rows["raster_uri"]:
-                with contextlib.suppress(StorageError):
-                    cogs.append(store.fetch(uri, local / "cogs"))
-            try:
-                picture = write_mosaic(
-                    [cog for cog in cogs if cog.exists()], local / f"{period}.png", config.run.mosaic_size
-                )
-            except RasterioIOError as exc:
-                log(f"warning: no mosaic for {period}: {exc}")
-                continue
-            if picture:
-                mosaics[str(period)] = f"{root}/runs/{run_id}_mosaic_{period}.png"
-                store.publish(picture, mosaics[str(period)], overwrite=True)
+        for period, rows in pieces.groupby("period", sort=True) if len(pieces) else []:
+            image = render(
+                canvases[str(period)],
+                [
+                    MosaicPiece.from_bytes(
+                        int(r.piece_row),
+                        int(r.piece_col),
+                        int(r.piece_height),
+                        int(r.piece_width),
+                        r.piece_values,
+                    )
+                    for r in rows.itertuples(index=False)
+                ],
+            )
+            local = Path(scratch) / f"{period}.png"
+            write_png(evi_to_rgba(image), local)
+            mosaics[str(period)] = f"{root}/runs/{run_id}_mosaic_{period}.png"
+            store.publish(local, mosaics[str(period)], overwrite=True)
     return mosaics

@@ -315,6 +315,20 @@ def column_description(table: str, column: str) -> str:
     return _TABLE_COLUMN_DOCS.get((table, column)) or _COLUMN_DOCS[column]
 
 
+@dataclasses.dataclass(frozen=True)
+class MosaicPieceRow:
+    """A composite's piece of the run mosaic (:mod:`evi_udf.mosaic`): returned to the driver with the
+    group's rows, never written to a table or a commit record."""
+
+    mgrs_tile: str
+    period: str
+    piece_row: int
+    piece_col: int
+    piece_height: int
+    piece_width: int
+    piece_values: bytes
+
+
 def flatten(row: Any) -> dict[str, Any]:
     """A row dataclass as one flat dict (nested statistics become ``evi_*`` columns)."""
     flat: dict[str, Any] = {}
@@ -333,6 +347,7 @@ ROW_TYPES: dict[str, type] = {
     "scene": SceneRow,
     "failure": FailureRow,
     "rejected": RejectedRow,
+    "mosaic_piece": MosaicPieceRow,
 }
 TABLE_NAMES: dict[str, str] = {
     "commit": "evi_commits",
@@ -414,6 +429,7 @@ def spark_type(hint: Any) -> Any:
         bool: T.BooleanType(),
         dt.date: T.DateType(),
         dt.datetime: T.TimestampType(),
+        bytes: T.BinaryType(),
     }
     if hint in simple:
         return simple[hint]
@@ -497,6 +513,7 @@ def arrow_type(hint: Any) -> Any:
         bool: pa.bool_(),
         dt.date: pa.date32(),
         dt.datetime: pa.timestamp("us", tz="UTC"),
+        bytes: pa.binary(),
     }
     if hint in simple:
         return simple[hint]

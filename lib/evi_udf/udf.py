@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -19,10 +19,12 @@ import pandas as pd
 from evi_udf.config import JobConfig
 from evi_udf.errors import EviError
 from evi_udf.ledger import Ledger, group_outputs, new_attempt, parameter_hash
+from evi_udf.mosaic import Canvas
 from evi_udf.process import process_group
 from evi_udf.schema import (
     FailureRow,
     GroupKey,
+    MosaicPieceRow,
     SceneRef,
     result_fields,
     to_result_records,
@@ -122,7 +124,10 @@ def spark_local_dir() -> str | None:
 
 
 def make_group_function(
-    config: JobConfig, run_id: str, clock: Callable[[], dt.datetime] | None = None
+    config: JobConfig,
+    run_id: str,
+    clock: Callable[[], dt.datetime] | None = None,
+    canvases: Mapping[str, Canvas] | None = None,
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """The function ``groupBy(...).applyInPandas`` calls for each (tile, period) group.
 
@@ -134,7 +139,8 @@ def make_group_function(
     This is the one place where any exception is caught: it becomes a failure row for the group, so
     one broken group never fails the Spark job. If even the commit record cannot be published, the
     rows come back without a commit id, with a ``commit`` failure row: the group is not done and the
-    next run remakes it.
+    next run remakes it. With ``canvases`` (period -> run mosaic canvas), the composite's piece of the
+    mosaic comes back too, as a ``mosaic_piece`` row that no table or record holds.
     """
     now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
 
@@ -148,6 +154,7 @@ def make_group_function(
             records = to_result_records("failure", [_group_failure(group, exc, config)])
             return result_frame([{**record, "run_id": run_id} for record in records])
         attempt = new_attempt()
+        pieces: list[dict[str, Any]] = []
         try:
             result = process_group(
                 key,
@@ -157,7 +164,15 @@ def make_group_function(
                 now=now,
                 scratch_dir=scratch,
                 outputs=group_outputs(config, key, attempt),
+                canvas=(canvases or {}).get(key.period),
             )
+            if result.mosaic_piece is not None:
+                piece = result.mosaic_piece
+                height, width = piece.values.shape
+                row = MosaicPieceRow(
+                    key.mgrs_tile, key.period, piece.row, piece.col, height, width, piece.to_bytes()
+                )
+                pieces = [{**record, "run_id": run_id} for record in to_result_records("mosaic_piece", [row])]
             records = to_result_records("scene", result.scenes) + to_result_records(
                 "failure", result.failures
             )
@@ -166,7 +181,9 @@ def make_group_function(
         except Exception as exc:  # the UDF edge: every failure becomes a row
             records = to_result_records("failure", [_group_failure(group, exc, config)])
         try:
-            return result_frame(ledger.commit(config, key, scenes, attempt, records, run_id, now, scratch))
+            return result_frame(
+                ledger.commit(config, key, scenes, attempt, records, run_id, now, scratch) + pieces
+            )
         except EviError as exc:
             unrecorded = records + to_result_records("failure", [_group_failure(group, exc, config)])
             return result_frame([{**record, "run_id": run_id} for record in unrecorded])
