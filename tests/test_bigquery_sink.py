@@ -154,6 +154,75 @@ def test_a_newer_commit_replaces_the_groups_rows_and_an_older_one_changes_nothin
     assert list(sink.held_commits().values()) == [newer["evi_commits"].commit_id.iloc[0]]
 
 
+def shifted(tables: dict[str, pd.DataFrame], days: int, period: str) -> dict[str, pd.DataFrame]:
+    """The same group's tables as if it were another period ``days`` later (another group)."""
+    moved = {}
+    for table, frame in tables.items():
+        frame = frame.copy()
+        if "commit_id" in frame:
+            frame["commit_id"] = frame["commit_id"] + f"-{period}"
+        if "period" in frame:
+            frame["period"] = period
+        for column in ("period_start", "period_end", "sensing_time"):
+            if column in frame:
+                frame[column] = frame[column] + pd.Timedelta(days=days)
+        moved[table] = frame
+    return moved
+
+
+class RecordingClient:
+    """The emulator's client, keeping the SQL of every query it is sent."""
+
+    def __init__(self, client) -> None:
+        self._client, self.sql = client, []
+
+    def query(self, sql: str, *args, **kwargs):
+        self.sql.append(sql)
+        return self._client.query(sql, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+
+@pytest.mark.integration
+def test_a_load_reads_and_changes_only_the_partitions_of_its_periods(bigquery_emulator, run_tables) -> None:
+    recording = RecordingClient(bigquery_emulator)
+    sink = BigQuerySink("evi-test", f"evi_{uuid.uuid4().hex[:8]}", client=recording)
+    first, newer = run_tables["tables"], run_tables["newer"]
+    later = shifted(newer, 400, "later")
+    sink.load(first, "run-1")
+    sink.load(later, "run-3")
+    recording.sql.clear()
+    # The first group remade: its stale scene row goes; the later group's rows stay as they are.
+    sink.load(newer, "run-2")
+    scenes = query(
+        bigquery_emulator, f"SELECT commit_id, COUNT(*) AS n FROM `{sink.table_id('evi_scenes')}` GROUP BY 1"
+    )
+    assert {r["commit_id"]: r["n"] for r in scenes} == {
+        newer["evi_commits"].commit_id.iloc[0]: len(newer["evi_scenes"]),
+        later["evi_commits"].commit_id.iloc[0]: len(later["evi_scenes"]),
+    }
+    assert counts(bigquery_emulator, sink)["evi_composites"] == 2
+    # Every statement bounds each partitioned table by the loaded period's first and last day, as
+    # constants (what BigQuery prunes partitions by); the later group's period is outside them.
+    (transaction,) = [sql for sql in recording.sql if sql.startswith("BEGIN TRANSACTION")]
+    start = newer["evi_commits"].period_start.iloc[0]
+    end = newer["evi_commits"].period_end.iloc[0]
+    day_after = (pd.Timestamp(end) + pd.Timedelta(days=1)).date()
+    statements = [s for s in transaction.split(";\n") if s.startswith("MERGE")]
+    assert len(statements) == 4
+    for statement in statements:
+        for table, column, bounds in (
+            ("evi_commits", "period_start", f"BETWEEN DATE '{start}' AND DATE '{end}'"),
+            ("evi_composites", "period_start", f"BETWEEN DATE '{start}' AND DATE '{end}'"),
+        ):
+            references = statement.count(f"{sink.table_id(table)}`")
+            assert statement.count(f".`{column}` {bounds}") >= references
+        if "evi_scenes`" in statement:
+            assert f">= TIMESTAMP '{start}'" in statement
+            assert f"< TIMESTAMP '{day_after}'" in statement
+
+
 @pytest.mark.integration
 def test_two_loads_at_once_leave_exactly_the_newest_commit(bigquery_emulator, run_tables) -> None:
     sink_a, errors = new_sink(bigquery_emulator), []

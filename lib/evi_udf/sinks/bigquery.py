@@ -83,6 +83,31 @@ def _quote(name: str) -> str:
     return f"`{name}`"
 
 
+def _period_window(commits: pd.DataFrame) -> tuple[dt.date, dt.date]:
+    """The first and last day of the periods of the commits being loaded."""
+    starts = pd.to_datetime(commits["period_start"]).dt.date
+    ends = pd.to_datetime(commits["period_end"]).dt.date
+    return min(starts), max(ends)
+
+
+def _window_filter(table: str, alias: str, window: tuple[dt.date, dt.date]) -> str:
+    """A condition on ``table``'s partitioning column that keeps the rows of periods in ``window``.
+
+    Constant bounds: BigQuery prunes partitions only by filters it can evaluate before reading. Rows of
+    a group lie in its period (scenes by UTC sensing date), so the filter never hides a row the
+    statement must see. ``TRUE`` for an unpartitioned table.
+    """
+    partition = PARTITIONING[table]
+    if partition is None:
+        return "TRUE"
+    first, last = (day.isoformat() for day in window)
+    column = f"{alias}.{_quote(partition[0])}"
+    if table == TABLE_NAMES["scene"]:
+        after_last = (window[1] + dt.timedelta(days=1)).isoformat()
+        return f"({column} >= TIMESTAMP '{first}' AND {column} < TIMESTAMP '{after_last}')"
+    return f"{column} BETWEEN DATE '{first}' AND DATE '{last}'"
+
+
 class BigQuerySink:
     """Writes the result tables into one BigQuery dataset.
 
@@ -303,7 +328,8 @@ class BigQuerySink:
                 staged[TABLE_NAMES["rejected"]] = self._stage(
                     token, TABLE_NAMES["rejected"], rejected.drop_duplicates(key)
                 )
-            self._run_transaction(self._transaction_sql(staged))
+            window = _period_window(commits) if has_commits else None
+            self._run_transaction(self._transaction_sql(staged, window))
         finally:
             for staging_id in staged.values():
                 # Best effort: a staging table left behind expires within a day.
@@ -321,14 +347,14 @@ class BigQuerySink:
                     continue
                 raise SinkError(f"{self.dataset_id}: loading the tables failed ({exc})") from exc
 
-    def _transaction_sql(self, staged: Mapping[str, str]) -> str:
+    def _transaction_sql(self, staged: Mapping[str, str], window: tuple[dt.date, dt.date] | None) -> str:
         statements = []
         commits_table = TABLE_NAMES["commit"]
-        if commits_table in staged:
-            statements.append(self._commits_merge(staged[commits_table]))
+        if commits_table in staged and window is not None:
+            statements.append(self._commits_merge(staged[commits_table], window))
             for table in GROUP_TABLES:
                 if table != commits_table:
-                    statements.append(self._group_merge(table, staged[table], staged[commits_table]))
+                    statements.append(self._group_merge(table, staged[table], staged[commits_table], window))
         if TABLE_NAMES["rejected"] in staged:
             statements.append(self._rejected_merge(staged[TABLE_NAMES["rejected"]]))
         return "BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT TRANSACTION;"
@@ -336,10 +362,13 @@ class BigQuerySink:
     def _columns(self, table: str) -> list[str]:
         return [column.name for column in table_fields(KIND_OF_TABLE[table])]
 
-    def _commits_merge(self, staging_id: str) -> str:
+    def _commits_merge(self, staging_id: str, window: tuple[dt.date, dt.date]) -> str:
         table = TABLE_NAMES["commit"]
         columns = [_quote(c) for c in self._columns(table)]
-        on = " AND ".join(f"T.{_quote(k)} = S.{_quote(k)}" for k in GROUP_KEY_COLUMNS)
+        on = " AND ".join(
+            [f"T.{_quote(k)} = S.{_quote(k)}" for k in GROUP_KEY_COLUMNS]
+            + [_window_filter(table, "T", window)]
+        )
         updates = ", ".join(f"{c} = S.{c}" for c in columns)
         return (
             f"MERGE {_quote(self.table_id(table))} T USING {_quote(staging_id)} S ON {on}\n"
@@ -348,9 +377,15 @@ class BigQuerySink:
             f"VALUES ({', '.join('S.' + c for c in columns)})"
         )
 
-    def _group_merge(self, table: str, staging_id: str, staged_commits_id: str) -> str:
+    def _group_merge(
+        self, table: str, staging_id: str, staged_commits_id: str, window: tuple[dt.date, dt.date]
+    ) -> str:
         target = _quote(self.table_id(table))
-        current = f"(SELECT `commit_id` FROM {_quote(self.table_id(TABLE_NAMES['commit']))})"
+        commits = TABLE_NAMES["commit"]
+        current = (
+            f"(SELECT `commit_id` FROM {_quote(self.table_id(commits))} C "
+            f"WHERE {_window_filter(commits, 'C', window)})"
+        )
         columns = [_quote(c) for c in self._columns(table)]
         staged_columns, target_columns = list(columns), [f"T2.{c}" for c in columns]
         if table in GEOGRAPHY_COLUMNS:
@@ -362,8 +397,11 @@ class BigQuerySink:
         touched = f"(SELECT {group_key.format(p='')} FROM {_quote(staged_commits_id)})"
         # NULL-safe equality: failure rows may have no granule or product.
         on = " AND ".join(
-            f"IFNULL(T.{_quote(k)}, '') = IFNULL(S.{_quote(k)}, '')"
-            for k in ("commit_id", *NATURAL_KEYS[table])
+            [
+                f"IFNULL(T.{_quote(k)}, '') = IFNULL(S.{_quote(k)}, '')"
+                for k in ("commit_id", *NATURAL_KEYS[table])
+            ]
+            + [_window_filter(table, "T", window)]
         )
         return (
             f"MERGE {target} T USING (\n"
@@ -372,6 +410,7 @@ class BigQuerySink:
             f"  UNION ALL\n"
             f"  SELECT {', '.join(target_columns)}, TRUE AS _stale FROM {target} T2\n"
             f"  WHERE {group_key.format(p='T2.')} IN {touched} AND T2.`commit_id` NOT IN {current}\n"
+            f"  AND {_window_filter(table, 'T2', window)}\n"
             f") S ON {on}\n"
             f"WHEN MATCHED AND S._stale THEN DELETE\n"
             f"WHEN NOT MATCHED AND NOT S._stale THEN INSERT ({', '.join(columns)}) "
