@@ -7,7 +7,8 @@
 #
 # Builds the wheel, stages it with the resolved config under gs://DEPS/evi-udf/<batch id>/ and runs
 # `gcloud dataproc batches submit pyspark spark_jobs/evi_job.py ... -- --config <staged config>`.
-# --dry-run prints those commands and runs none of them. Settings come from conf/dataproc.yaml (or
+# --dry-run prints those commands (and the cost per hour and per scene) and runs none of them; --plan
+# first prints what the run would process and its estimated cost. Settings come from conf/dataproc.yaml (or
 # --config FILE) and the flags; the checks and the commands are in lib/evi_udf/submit.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,6 +9,7 @@ Dataproc ships it.
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import hashlib
 import os
@@ -24,6 +25,7 @@ import pytest
 import rasterio
 
 from evi_udf import __version__
+from evi_udf.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.config import load_config
 from evi_udf.sample import SampleSpec, generate_archive
 
@@ -43,10 +45,10 @@ REQUIRED_FLAGS = {
 }
 
 
-def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(script: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EVI_PYTHON": sys.executable}
     return subprocess.run(
-        [str(script), *args], capture_output=True, text=True, check=False, cwd=REPO, env=env, timeout=120
+        [str(script), *args], capture_output=True, text=True, check=False, cwd=REPO, env=env, timeout=timeout
     )
 
 
@@ -131,6 +133,47 @@ def test_dry_run_prints_a_complete_batch_submission(tmp_path: Path) -> None:
     assert staged.catalog.index_uri == "gs://gcp-public-data-sentinel-2/L2/index.csv.gz"
     assert staged.dataproc.container_image == REQUIRED_FLAGS["--image"]
     assert staged == load_config(REPO / "conf/dataproc.yaml", _overrides_of_flags())
+
+
+def test_dry_run_prints_the_cost_per_hour_and_per_scene() -> None:
+    result = run_script(SUBMIT, "--dry-run", *flags_of("--set", "dataproc.max_executors=10"))
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("# cost:")]
+    # conf/dataproc.yaml: a 4-core driver with 8g + 2g (2.4 + 1.0 DCU) and 4-core executors with
+    # 4g + 8g (2.4 + 1.2 DCU): 3.4 + 10 x 3.6 = 39.4 DCU, $2.36 an hour at $0.06.
+    assert "39.4 DCU with 10 executors (~$2.36/hour)" in line
+
+
+@pytest.mark.integration
+def test_plan_prints_the_groups_and_the_estimated_cost_before_submitting(tmp_path, gcs_emulator) -> None:
+    from helpers import sample_in_gcs_emulator
+
+    source, output, _ = sample_in_gcs_emulator(
+        tmp_path / "archive", tiles=("55HBU", "54HYD"), scenes_per_tile=4, resolution_factor=61, seed=4
+    )
+    index = f"gs://{source}/L2/index.csv.gz"
+    catalog = {
+        "index_uri": index,
+        "tiles": "[55HBU,54HYD]",
+        "start_date": "2022-01-01",
+        "end_date": "2022-02-28",
+        "period": "all",
+        "max_cloud_cover": "100",
+        "geometric_quality": "any",
+    }
+    settings = [f"catalog.{key}={value}" for key, value in catalog.items()] + ["storage.anonymous_buckets=[]"]
+    flags = flags_of(f"--output=gs://{output}/evi", *[arg for s in settings for arg in ("--set", s)])
+    result = run_script(SUBMIT, "--dry-run", "--plan", "--batch", "evi-test-plan", *flags, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # The same selection by the pandas path of the catalog (the plan ran it in Spark).
+    config = load_config(REPO / "conf/dataproc.yaml", [*_overrides_of_flags(), *settings])
+    local = dataclasses.replace(config.catalog, index_uri=str(tmp_path / "archive" / "L2" / "index.csv.gz"))
+    selected, _ = select_scenes_pandas(read_index_pandas(local.index_uri), local)
+    scenes = len(selected)
+    assert scenes >= 8
+    assert f"estimate: {scenes} scenes in 2 groups on 2 executors x 4 cores" in result.stdout
+    # The plan comes first, then the commands: nothing is submitted by a dry run.
+    assert result.stdout.index("estimate:") < result.stdout.index("gcloud dataproc batches submit")
 
 
 def _overrides_of_flags() -> list[str]:

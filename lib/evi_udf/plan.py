@@ -2,8 +2,9 @@
 
 Prints every group the catalog selects with its state and the reason (``new``, ``changed``,
 ``failed``, ``overwrite`` or ``done``, decided from one listing of the output root's ledger exactly
-as :func:`evi_udf.job.run` decides it), then the rejected index rows counted by stage and reason.
-Nothing is processed or written.
+as :func:`evi_udf.job.run` decides it), the estimated DCU-hours and list price of processing the groups
+that are not done on Dataproc Serverless (:mod:`evi_udf.cost`), then the rejected index rows counted
+by stage and reason. Nothing is processed or written.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from evi_udf.catalog import rejected_summary, text_table
 from evi_udf.config import JobConfig
+from evi_udf.cost import estimate_cost
 from evi_udf.errors import EviError
 from evi_udf.ledger import Ledger
 from evi_udf.storage import Storage
@@ -66,6 +68,8 @@ def print_plan(spark: SparkSession, config: JobConfig, out: TextIO | None = None
     )
     if len(groups):
         print(text_table(groups, width=100), file=out)
+    todo = groups[groups["state"] != "done"]
+    print(estimate_cost(int(todo["scenes"].sum()), len(todo), config.dataproc).describe(), file=out)
     print(f"{int(rejected['count'].sum())} rejected rows", file=out)
     if len(rejected):
         print(text_table(rejected[["count", "stage", "reason"]].head(limit), width=160), file=out)

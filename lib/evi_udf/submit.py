@@ -18,6 +18,10 @@ With ``--index-cache gs://...parquet`` the batch instead runs ``spark_jobs/build
 converting ``catalog.index_uri`` (the gzip CSV) into the partitioned Parquet cache that later batches
 read in parallel; it needs the Dataproc settings but neither an output root nor a dataset.
 
+``--dry-run`` also prints the DCUs and list price per hour and per scene of the configured shapes;
+``--plan`` first prints, as ``make plan`` does, the groups the run would process and its estimated
+DCU-hours and price (:mod:`evi_udf.cost`).
+
 The staged configuration is the YAML file with every flag and ``--set`` applied and every default
 spelled out, so the batch's inputs are exactly what the folder shows. Settings a submission cannot do
 without are checked before anything runs, and all missing ones are reported at once.
@@ -43,6 +47,7 @@ import yaml
 
 from evi_udf import __version__
 from evi_udf.config import JobConfig, config_from_mapping, is_relative_date, load_mapping
+from evi_udf.cost import rate
 from evi_udf.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -408,6 +413,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--async", dest="run_async", action="store_true", help="return once submitted")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="first print what the run would process and its estimated cost (reads the index and the "
+        "output root here, with local Spark and Application Default Credentials)",
+    )
     return parser
 
 
@@ -478,9 +489,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule=schedule,
     )
     steps = commands(submission)
+    if args.plan and not args.index_cache:
+        planned = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "evi_udf.plan",
+                "--config",
+                str(submission.local_config),
+                "--master",
+                "local[*]",
+            ]
+            + (["--overwrite"] if args.overwrite else []),
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        if planned.returncode != 0:
+            print("submit: the plan failed; nothing was submitted", file=sys.stderr)
+            return planned.returncode
     if args.dry_run:
         what = f"schedule {schedule.name}" if schedule else f"batch {submission.batch_id}"
         print(f"# {what}: resolved config written to {submission.local_config}")
+        if not args.index_cache:
+            print(f"# {rate(config.dataproc)}")
         for step in steps:
             print(shlex.join(step))
         return 0
