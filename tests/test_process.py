@@ -8,15 +8,18 @@ upsampled by repetition, EVI and the median in float64 numpy.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pystac
 import pytest
 import rasterio
+from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
 from evi_udf.config import JobConfig, config_from_mapping
@@ -112,7 +115,11 @@ def expected_scene_evi(ref: SceneRef) -> np.ndarray:
 
 
 def expected_scene(ref: SceneRef) -> tuple[np.ndarray, np.ndarray]:
-    """EVI of one L2A scene in float64 (NaN where not clear or not valid) and where it has data."""
+    """EVI of one L2A scene in float64 (NaN where not clear or not valid) and where it has data.
+
+    Where it has data: SCL has data (class 0 is no data) and, where SCL keeps the pixel as clear, the
+    three bands hold valid DNs; a pixel SCL does not keep is masked whatever its bands hold.
+    """
     granule = next(Path(ref.base_url).glob("GRANULE/*/IMG_DATA"))
     offset = -1000.0 if int(ref.processing_baseline.replace(".", "")) >= 400 else 0.0
     dn = {}
@@ -128,8 +135,9 @@ def expected_scene(ref: SceneRef) -> tuple[np.ndarray, np.ndarray]:
     denominator = nir + 6 * red - 7.5 * blue + 1
     with np.errstate(divide="ignore", invalid="ignore"):
         evi = 2.5 * (nir - red) / denominator
-    invalid = bad_dn | ~np.isin(scl, [4, 5, 6]) | (np.abs(denominator) < 1e-3) | ~(np.abs(evi) <= 1)
-    return np.where(invalid, np.nan, evi), ~bad_dn
+    clear_class = np.isin(scl, [4, 5, 6])
+    invalid = bad_dn | ~clear_class | (np.abs(denominator) < 1e-3) | ~(np.abs(evi) <= 1)
+    return np.where(invalid, np.nan, evi), (scl != 0) & (~clear_class | ~bad_dn)
 
 
 def read_cog(uri: str) -> tuple[np.ndarray, np.ndarray, rasterio.Affine]:
@@ -394,8 +402,9 @@ def test_l1c_groups_use_the_classi_raster_and_the_gml_polygons(archive: Path, tm
 def split_product(
     ref: SceneRef, out: Path, keep_columns: slice, generation: dt.datetime, name: str
 ) -> SceneRef:
-    """A copy of ``ref``'s product that has data only in ``keep_columns`` of its 10 m bands: one part of
-    a tile ESA delivered as two products (same datatake and baseline, other generation time)."""
+    """A copy of ``ref``'s product that has data only in ``keep_columns`` of its 10 m bands (and in the
+    SCL pixels over them, no data elsewhere): one part of a tile ESA delivered as two products (same
+    datatake and baseline, other generation time)."""
     from evi_udf.sample import JP2_OPTIONS
 
     source = Path(ref.base_url)
@@ -410,6 +419,16 @@ def split_product(
         path.unlink()
         with rasterio.open(path, "w", **{**profile, "driver": "JP2OpenJPEG", **JP2_OPTIONS}) as dataset:
             dataset.write(kept, 1)
+    (scl_path,) = target.glob("GRANULE/*/IMG_DATA/R20m/*_SCL_20m.jp2")
+    with rasterio.open(scl_path) as dataset:
+        profile, scl = dataset.profile, dataset.read(1)
+    # A 20 m pixel has data if either of its 10 m columns is kept.
+    scl_kept = np.zeros_like(scl)
+    columns = slice(keep_columns.start // 2, -(-keep_columns.stop // 2))
+    scl_kept[:, columns] = scl[:, columns]
+    scl_path.unlink()
+    with rasterio.open(scl_path, "w", **{**profile, "driver": "JP2OpenJPEG", **JP2_OPTIONS}) as dataset:
+        dataset.write(scl_kept, 1)
     product = f"{ref.product_id}_{name}"
     return SceneRef(
         ref.granule_id + f"_{name}",
@@ -455,6 +474,93 @@ def test_a_tile_delivered_in_two_parts_is_one_observation_equal_to_the_whole(
     alone = process_group(JANUARY, [*others, part_a], job_config(tmp_path / "alone"))
     (row_a,) = [r for r in alone.scenes if r.product_id == part_a.product_id]
     assert row_a.nodata_pixels > expected.nodata_pixels + PIXELS * (half - 20)
+
+
+def jp2_tile_data(path: Path) -> dict[int, tuple[int, int]]:
+    """Byte range of each JPEG2000 tile's coded data (after its SOD marker), from the SOT markers."""
+    import struct
+
+    data = path.read_bytes()
+    tiles: dict[int, tuple[int, int]] = {}
+    start = data.find(b"\xff\x90")
+    while start >= 0:
+        length, tile, part_length = struct.unpack(">HHI", data[start + 2 : start + 10])
+        assert length == 10 and part_length > 0, path
+        sod = data.find(b"\xff\x93", start)
+        tiles[tile] = (sod + 2, start + part_length)
+        start = data.find(b"\xff\x90", start + part_length)
+        if start >= 0 and start != tiles[tile][1]:
+            raise AssertionError(f"{path}: tile-parts are not contiguous")
+    return tiles
+
+
+def rewrite_jp2(path: Path, change: Callable[[np.ndarray], None]) -> None:
+    from evi_udf.sample import JP2_OPTIONS
+
+    with rasterio.open(path) as dataset:
+        profile, data = dataset.profile, dataset.read(1)
+    change(data)
+    path.unlink()
+    with rasterio.open(path, "w", **{**profile, "driver": "JP2OpenJPEG", **JP2_OPTIONS}) as dataset:
+        dataset.write(data, 1)
+
+
+def comparable(result: GroupResult) -> tuple[object, ...]:
+    """A group's pixels and rows without what names or times the attempt."""
+    assert result.composite is not None
+    evi, count, _ = read_cog(result.composite.raster_uri)
+    timeless = ("processed_at", "processing_seconds", "raster_uri", "stac_uri", "quicklook_uri")
+    composite = {k: v for k, v in dataclasses.asdict(result.composite).items() if k not in timeless}
+    return evi.tobytes(), count.tobytes(), composite, result.scenes, result.failures
+
+
+@pytest.mark.integration
+def test_bands_are_not_decoded_where_the_cloud_mask_keeps_no_pixel(tmp_path: Path) -> None:
+    """A block that SCL calls all cloud is never decoded: its JPEG2000 tiles can even be unreadable.
+
+    55HBU at 100 m: 1098 px bands in 2 x 2 JPEG2000 tiles of 1024 px, read in 1024 px blocks.
+    """
+    archive = tmp_path / "s2"
+    generate_archive(
+        SampleSpec(out=archive, tiles=("55HBU",), scenes_per_tile=3, resolution_factor=10, seed=8)
+    )
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A")
+    cloudy = refs[0]
+    granule = next(Path(cloudy.base_url).glob("GRANULE/*/IMG_DATA"))
+    (scl,) = granule.glob("R20m/*_SCL_20m.jp2")
+
+    def overcast_first_tile(values: np.ndarray) -> None:
+        values[:512, :512] = 9  # cloud, high probability: the first 1024 px block at 20 m
+
+    rewrite_jp2(scl, overcast_first_tile)
+    intact = process_group(JANUARY, refs, job_config(tmp_path / "a", block_size=1024))
+    decoded = process_group(
+        JANUARY, refs, job_config(tmp_path / "b", block_size=1024, skip_masked_blocks=False)
+    )
+    assert intact.failures == [] and intact.composite is not None
+    assert comparable(intact) == comparable(decoded)
+    assert_composite_matches(intact, refs)
+
+    # Fill the first tile of each 10 m band with 0xFF, which OpenJPEG refuses to decode.
+    for band in ("B02", "B04", "B08"):
+        (path,) = granule.glob(f"R10m/*_{band}_10m.jp2")
+        data = bytearray(path.read_bytes())
+        tiles = jp2_tile_data(path)
+        assert sorted(tiles) == [0, 1, 2, 3]
+        first, end = tiles[0]
+        data[first:end] = b"\xff" * (end - first)
+        path.write_bytes(bytes(data))
+        with rasterio.open(path) as dataset:
+            dataset.read(1, window=Window(1024, 1024, 74, 74))  # the other tiles still decode
+            with pytest.raises(rasterio.errors.RasterioIOError):
+                dataset.read(1, window=Window(0, 0, 1024, 1024))
+    skipped = process_group(JANUARY, refs, job_config(tmp_path / "c", block_size=1024))
+    assert comparable(skipped) == comparable(intact)
+    # Decoding everything reads the broken tile: the scene fails.
+    everything = process_group(
+        JANUARY, refs, job_config(tmp_path / "d", block_size=1024, skip_masked_blocks=False)
+    )
+    assert [(f.product_id, f.stage) for f in everything.failures] == [(cloudy.product_id, "read")]
 
 
 def test_merging_parts_takes_the_first_valid_value() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evi_udf.evi import EviRules, compute_evi
-from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, scl_clear_mask
+from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, observed_and_clear, scl_clear_mask
 
 
 def test_reflectance_with_the_baseline_04_offset() -> None:
@@ -52,6 +52,30 @@ def test_classi_mask_flags_opaque_cirrus_and_optionally_snow() -> None:
     classi[2, 0, 3] = 1  # snow
     assert classi_clear_mask(classi).tolist() == [[True, False, False, False]]
     assert classi_clear_mask(classi, mask_snow=False).tolist() == [[True, False, False, True]]
+
+
+def test_the_mask_decides_masked_and_no_data_before_the_bands() -> None:
+    # Pixels: clear + valid bands, clear + a band DN 0, cloud + valid bands, cloud + DN 0, SCL no data
+    # + valid bands, SCL no data + DN 0.
+    mask_clear = np.array([True, True, False, False, False, False])
+    mask_data = np.array([True, True, True, True, False, False])
+    bands_valid = np.array([True, False, True, False, True, False])
+    has_data, clear = observed_and_clear(mask_clear, mask_data, bands_valid)
+    np.testing.assert_array_equal(clear, [True, False, False, False, False, False])
+    # Clear needs the bands; a cloud is masked whatever the bands hold; SCL's no data is no data.
+    np.testing.assert_array_equal(has_data, [True, False, True, True, False, False])
+
+
+def test_without_the_bands_a_block_the_mask_keeps_nothing_of_is_the_same() -> None:
+    mask_clear = np.array([False, False, True])
+    mask_data = np.array([True, True, False])
+    for bands_valid in (np.array([True, False, True]), np.array([False, False, False])):
+        with_bands = observed_and_clear(mask_clear, mask_data, bands_valid)
+        without = observed_and_clear(mask_clear, mask_data, None)
+        for a, b in zip(with_bands, without, strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="bands are needed"):
+        observed_and_clear(np.array([True]), np.array([True]), None)
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,10 @@ class RasterConfig:
     evi_valid_max: float = 1.0
     evi_min_denominator: float = 1e-3
     block_size: int = 1024
+    # Read each product's cloud mask over a block first and decode its bands there only if the mask
+    # keeps some pixel: the outputs are the same either way (so it is not part of the parameter hash);
+    # false decodes every block of every band (for comparison and benchmarks).
+    skip_masked_blocks: bool = True
     resampling: Literal["bilinear", "cubic", "average", "nearest"] = "bilinear"
     grid: GridConfig = GridConfig()
     # float32: EVI as it is, NaN = no data, what odc-stac and stackstac load as float without any

@@ -71,9 +71,15 @@ _RECORD_NAME = re.compile(
 # ------------------------------------------------------------------------------------------------
 
 
+# Settings that change how a composite is computed, never what it holds: outside the hash, so that
+# changing them does not make every group new.
+NOT_IN_PARAMETER_HASH = frozenset({"skip_masked_blocks"})
+
+
 def parameter_hash(config: RasterConfig) -> str:
     """A short stable hash of everything that changes the pixels or statistics of a composite."""
-    payload = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_PARAMETER_HASH}
+    payload = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -48,7 +48,14 @@ from evi_udf.metadata import (
     parse_cloud_mask_gml,
     parse_product_metadata,
 )
-from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, scl_clear_mask
+from evi_udf.mosaic import Canvas, MosaicPiece, paint
+from evi_udf.radiometry import (
+    SCL_NO_DATA,
+    classi_clear_mask,
+    dn_to_reflectance,
+    observed_and_clear,
+    scl_clear_mask,
+)
 from evi_udf.raster_io import (
     GDAL_ENV,
     dataset_grid,
@@ -91,11 +98,13 @@ QUICKLOOK_COLOURS = np.array(
 
 @dataclasses.dataclass(frozen=True)
 class GroupResult:
-    """What one group produced: the composite row (None if the group failed), scene and failure rows."""
+    """What one group produced: the composite row (None if the group failed), scene and failure rows,
+    and the composite's piece of the run mosaic when a canvas was given."""
 
     composite: CompositeRow | None
     scenes: list[SceneRow]
     failures: list[FailureRow]
+    mosaic_piece: MosaicPiece | None = None
 
 
 @dataclasses.dataclass
@@ -207,10 +216,46 @@ def _prepare_scene(ref: SceneRef, config: RasterConfig, store: Storage, inputs: 
 
 @dataclasses.dataclass
 class _RawBlock:
-    """What one scene's files hold over one block: DN per band and the cloud mask layer(s)."""
+    """One product over one block: what its cloud mask keeps and has data for, and the DN of its bands
+    (``None`` when the mask keeps no pixel of the block, so that the bands were not decoded)."""
 
-    dn: dict[str, np.ndarray]
-    mask: np.ndarray | None
+    mask_clear: np.ndarray
+    mask_data: np.ndarray
+    dn: dict[str, np.ndarray] | None
+
+
+def _mask_layers(
+    scene: _PreparedScene,
+    datasets: dict[str, rasterio.io.DatasetReader],
+    grid: PixelGrid,
+    window: Window,
+    config: RasterConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(clear, has data) by the product's cloud mask over one block.
+
+    SCL says both (class 0 is no data); the L1C masks only say clear or not, so they count as having
+    data everywhere and the bands decide (a pixel outside the swath is clear by them, then no data).
+    """
+    shape = (int(window.height), int(window.width))
+    everywhere = np.ones(shape, dtype=bool)
+    if scene.mask_kind == "scl":
+        scl = read_block(datasets["mask"], grid, window, Resampling.nearest)
+        return scl_clear_mask(scl, config.scl_clear_classes), scl != SCL_NO_DATA
+    if scene.mask_kind == "classi":
+        classi = np.stack(
+            [read_block(datasets["mask"], grid, window, Resampling.nearest, band=b) for b in (1, 2, 3)]
+        )
+        return classi_clear_mask(classi, mask_snow=config.l1c_mask_snow), everywhere
+    if scene.cloud_polygons:
+        cloudy = rasterize(
+            [(polygon, 1) for polygon in scene.cloud_polygons],
+            out_shape=shape,
+            transform=window_transform(window, grid.transform),
+            fill=0,
+            dtype="uint8",
+        )
+        return cloudy == 0, everywhere
+    return everywhere, everywhere
 
 
 def _read_scene_block(
@@ -218,50 +263,37 @@ def _read_scene_block(
     datasets: dict[str, rasterio.io.DatasetReader],
     grid: PixelGrid,
     window: Window,
-    resampling: Resampling,
+    config: RasterConfig,
 ) -> _RawBlock:
-    """Decode one scene's bands and mask over one block (I/O only, no arithmetic)."""
+    """Read one product's cloud mask over one block, then its bands only if the mask keeps a pixel.
+
+    Decoding the three 10 m bands is most of a group's time, and in a cloudy month most blocks of most
+    scenes have no clear pixel: their bands cannot change any output (:func:`observed_and_clear`).
+    """
+    mask_clear, mask_data = _mask_layers(scene, datasets, grid, window, config)
+    if config.skip_masked_blocks and not (mask_clear & mask_data).any():
+        return _RawBlock(mask_clear, mask_data, None)
+    resampling = Resampling[config.resampling]
     dn = {band: read_block(datasets[band], grid, window, resampling, nodata=0) for band in EVI_BANDS}
-    mask: np.ndarray | None = None
-    if scene.mask_kind == "scl":
-        mask = read_block(datasets["mask"], grid, window, Resampling.nearest)
-    elif scene.mask_kind == "classi":
-        mask = np.stack(
-            [read_block(datasets["mask"], grid, window, Resampling.nearest, band=b) for b in (1, 2, 3)]
-        )
-    return _RawBlock(dn, mask)
+    return _RawBlock(mask_clear, mask_data, dn)
 
 
 def _part_evi(
-    scene: _PreparedScene, raw: _RawBlock, grid: PixelGrid, window: Window, config: RasterConfig
+    scene: _PreparedScene, raw: _RawBlock, config: RasterConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EVI of one product over one block (NaN = not a clear valid observation), where it has data,
-    and where it has data that the cloud mask keeps."""
+    and where it is clear (:func:`observed_and_clear`)."""
+    if raw.dn is None:
+        has_data, clear = observed_and_clear(raw.mask_clear, raw.mask_data, None)
+        return np.full(clear.shape, np.nan, dtype=np.float32), has_data, clear
     reflectance = {
         band: dn_to_reflectance(raw.dn[band], scene.metadata.offset(band), scene.metadata.quantification)
         for band in EVI_BANDS
     }
-    has_data = (
+    bands_valid = (
         np.isfinite(reflectance["B02"]) & np.isfinite(reflectance["B04"]) & np.isfinite(reflectance["B08"])
     )
-    if scene.mask_kind == "scl":
-        assert raw.mask is not None
-        clear = scl_clear_mask(raw.mask, config.scl_clear_classes)
-    elif scene.mask_kind == "classi":
-        assert raw.mask is not None
-        clear = classi_clear_mask(raw.mask, mask_snow=config.l1c_mask_snow)
-    elif scene.cloud_polygons:
-        cloudy = rasterize(
-            [(polygon, 1) for polygon in scene.cloud_polygons],
-            out_shape=(int(window.height), int(window.width)),
-            transform=window_transform(window, grid.transform),
-            fill=0,
-            dtype="uint8",
-        )
-        clear = cloudy == 0
-    else:
-        clear = np.ones(has_data.shape, dtype=bool)
-    clear &= has_data
+    has_data, clear = observed_and_clear(raw.mask_clear, raw.mask_data, bands_valid)
     for band in EVI_BANDS:
         reflectance[band][~clear] = np.nan
     result = compute_evi(
@@ -291,18 +323,11 @@ def merge_parts(
 
 
 def _acquisition_evi(
-    acquisition: _Acquisition,
-    raws: Sequence[_RawBlock],
-    grid: PixelGrid,
-    window: Window,
-    config: RasterConfig,
+    acquisition: _Acquisition, raws: Sequence[_RawBlock], config: RasterConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """EVI of one acquisition over one block and its data coverage; feeds its statistics."""
     values, has_data, clear = merge_parts(
-        [
-            _part_evi(part, raw, grid, window, config)
-            for part, raw in zip(acquisition.parts, raws, strict=True)
-        ]
+        [_part_evi(part, raw, config) for part, raw in zip(acquisition.parts, raws, strict=True)]
     )
     acquisition.accumulator.add(
         values,
@@ -327,7 +352,6 @@ def _composite_native(
     longer leaves the decoder waiting. One reader, so each dataset is used by one thread at a time.
     """
     spec = get_compositor(config.compositor)
-    resampling = Resampling[config.resampling]
     parts = [part for acquisition in acquisitions for part in acquisition.parts]
     with contextlib.ExitStack() as stack:
         datasets: dict[str, dict[str, rasterio.io.DatasetReader]] = {}
@@ -349,7 +373,7 @@ def _composite_native(
                 for scene in parts:
                     try:
                         blocks.append(
-                            _read_scene_block(scene, datasets[scene.ref.product_id], grid, window, resampling)
+                            _read_scene_block(scene, datasets[scene.ref.product_id], grid, window, config)
                         )
                     except EviError as exc:
                         blocks.append(exc)
@@ -372,7 +396,7 @@ def _composite_native(
             observed = np.zeros((int(window.height), int(window.width)), dtype=bool)
             for acquisition in acquisitions:
                 mine = [next(raws) for _ in acquisition.parts]  # type: ignore[misc]
-                values, has_data = _acquisition_evi(acquisition, mine, grid, window, config)  # type: ignore[arg-type]
+                values, has_data = _acquisition_evi(acquisition, mine, config)  # type: ignore[arg-type]
                 compositor.add(values)
                 observed |= has_data
             value, count = compositor.finish()
@@ -631,6 +655,7 @@ def process_group(
     now: Callable[[], dt.datetime] | None = None,
     scratch_dir: str | None = None,
     outputs: GroupOutputs | None = None,
+    canvas: Canvas | None = None,
 ) -> GroupResult:
     """Make the EVI composite of one tile and period and every row describing it.
 
@@ -653,6 +678,9 @@ def process_group(
         The names this attempt publishes its COG, STAC item and quick-look under
         (:func:`evi_udf.ledger.group_outputs`); by default those of a new attempt. The group is not
         committed here: :meth:`evi_udf.ledger.Ledger.commit` does that after this returns.
+    canvas
+        The run mosaic's canvas of the period: the composite is painted onto it while its COG is still
+        on local disk (:func:`evi_udf.mosaic.paint`).
 
     Returns
     -------
@@ -663,7 +691,7 @@ def process_group(
     """
     started = time.perf_counter()
     outputs = outputs or group_outputs(config, key, new_attempt())
-    result = _process_group(key, scenes, config, storage, now, scratch_dir, outputs)
+    result = _process_group(key, scenes, config, storage, now, scratch_dir, outputs, canvas)
     if result.composite is None:
         return result
     # Timed here rather than in _finish so that the figure includes removing the group's scratch
@@ -680,6 +708,7 @@ def _process_group(
     now: Callable[[], dt.datetime] | None,
     scratch_dir: str | None,
     outputs: GroupOutputs,
+    canvas: Canvas | None,
 ) -> GroupResult:
     raster = config.raster
     params = parameter_hash(raster)
@@ -740,6 +769,7 @@ def _process_group(
                     clock,
                     store,
                     outputs,
+                    canvas,
                 )
             except _SceneFailed as failed:
                 # The composite restarts without the product that broke (a split acquisition keeps
@@ -818,6 +848,7 @@ def _finish(
     clock: Callable[[], dt.datetime],
     store: Storage,
     outputs: GroupOutputs,
+    canvas: Canvas | None,
 ) -> GroupResult:
     raster = config.raster
     grid = _output_grid(native, raster)
@@ -829,6 +860,7 @@ def _finish(
     write_cog(encoded.count, count_cog, raster.cog_profile, tags=tags)
     quicklook = workdir / f"{stem}.png"
     _quicklook(cog, quicklook, raster.quicklook_size)
+    piece = paint(cog, canvas) if canvas is not None else None
     summary = composite_stats.summary()
     ring = _footprint(grid)
     stac_path = workdir / f"{stem}.json"
@@ -897,4 +929,4 @@ def _finish(
                 parameter_hash=params,
             )
         )
-    return GroupResult(composite, scene_rows, failures)
+    return GroupResult(composite, scene_rows, failures, piece)

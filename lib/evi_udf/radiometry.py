@@ -74,3 +74,34 @@ def classi_clear_mask(classi: np.ndarray, mask_snow: bool = True) -> np.ndarray:
     if mask_snow and classi.shape[0] > 2:
         flagged |= classi[2] != 0
     return ~flagged
+
+
+def observed_and_clear(
+    mask_clear: np.ndarray, mask_data: np.ndarray, bands_valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a product has data, and where it has a clear valid observation, over one block.
+
+    The cloud mask decides first: a pixel it has data for but does not keep is *masked* whatever
+    the bands hold there, and a pixel it has no data for (SCL 0) is *no data*. Only where the mask
+    keeps the pixel do the bands matter: all three must hold a valid DN for it to be clear, and if
+    one does not the pixel is no data. So the bands are needed only where the mask keeps some pixel,
+    and a block where it keeps none gives the same result without them (``bands_valid=None``).
+
+    Parameters
+    ----------
+    mask_clear, mask_data
+        Boolean arrays: the mask keeps the pixel as clear sky; the mask has data there.
+    bands_valid
+        True where B02, B04 and B08 all hold valid reflectance; ``None`` when they were not read.
+
+    Returns
+    -------
+    (has_data, clear)
+        Boolean arrays; ``has_data & ~clear`` is the masked part.
+    """
+    kept = mask_clear & mask_data
+    if bands_valid is None:
+        if kept.any():
+            raise ValueError("the bands are needed where the mask keeps a pixel")
+        return mask_data.copy(), np.zeros(mask_data.shape, dtype=bool)
+    return mask_data & (~mask_clear | bands_valid), kept & bands_valid
