@@ -49,19 +49,21 @@ test: setup lint
 
 # Benchmarks are not part of `make test`: full-size tiles take long (~80 min on 2 cores, plus ~60 min
 # to generate the sample tiles the first time). The speed tiles are 55HBU (fully covered) and 54HXD
-# (a swath edge leaves one scene without data over half the tile). BENCH_ARGS, MEMORY_ARGS and
-# GCS_ARGS override the options of the speed, memory and GCS-read benchmarks; a quick check of the
-# whole chain (not results):
+# (a swath edge leaves one scene without data over half the tile). BENCH_ARGS, MEMORY_ARGS,
+# GCS_ARGS and MASK_ARGS override the options of the speed, memory, GCS-read and mask-skip
+# benchmarks; a quick check of the whole chain (not results):
 #   make bench BENCH_ARGS="--factors 10 --repeat 1 --spark-tiles 2 --spark-factor 10" \
-#       MEMORY_ARGS="--factors 10" GCS_ARGS="--factor 10"
+#       MEMORY_ARGS="--factors 10" GCS_ARGS="--factor 10" MASK_ARGS="--factor 10 --repeat 1"
 BENCH_ARGS ?= --factors 1 2 --repeat 3 --tiles 55HBU 54HXD --spark-tiles 8 --spark-factor 1
 MEMORY_ARGS ?= --factors 1 2
 GCS_ARGS ?= --factor 1
+MASK_ARGS ?= --factor 2 --scenes 6 --repeat 3
 bench: setup
 	bench/install_gdal.sh
 	$(PY) bench/speed.py $(BENCH_ARGS) --work bench/data
 	$(PY) bench/memory.py $(MEMORY_ARGS) --work bench/data
 	$(PY) bench/gcs_read.py $(GCS_ARGS) --work bench/data
+	$(PY) bench/mask_skip.py $(MASK_ARGS) --work bench/data
 	$(PY) bench/report.py
 
 clean:

@@ -304,6 +304,48 @@ def test_bad_options_fail_with_a_message_naming_the_option(tmp_path: Path) -> No
     result = run_sample("--out", str(tmp_path), "--bucket-url", "s3://x")
     assert result.returncode == 2
     assert "--bucket-url" in result.stderr
+    result = run_sample("--out", str(tmp_path), "--cloud-profile", "stormy")
+    assert result.returncode == 2
+    assert "--cloud-profile 'stormy'" in result.stderr and "cloudy" in result.stderr
+
+
+def month_of(tmp_path: Path, profile: str) -> tuple[list[float], float]:
+    """(index CLOUD_COVER of each product, share of 10 km blocks SCL keeps no pixel of) of a month."""
+    from evi_udf.sample import SampleSpec, generate_archive
+
+    root = tmp_path / profile
+    generate_archive(
+        SampleSpec(
+            out=root,
+            tiles=("55HBU",),
+            scenes_per_tile=10,
+            resolution_factor=30,
+            seed=11,
+            cloud_profile=profile,
+        )
+    )
+    with gzip.open(root / "L2" / "index.csv.gz", "rt", newline="") as handle:
+        covers = [float(row["CLOUD_COVER"]) for row in csv.DictReader(handle) if row["BASE_URL"]]
+    overcast = []
+    for path in sorted(root.rglob("*_SCL_20m.jp2")):
+        with rasterio.open(path) as dataset:
+            scl = dataset.read(1)
+        step = round(10_240 / dataset.res[0])  # SCL pixels per 1024 px block of 10 m
+        for row in range(0, scl.shape[0], step):
+            for col in range(0, scl.shape[1], step):
+                overcast.append(not np.isin(scl[row : row + step, col : col + step], (4, 5, 6)).any())
+    return covers, float(np.mean(overcast))
+
+
+def test_cloud_profiles_make_clear_and_cloudy_months(tmp_path: Path) -> None:
+    clear_covers, clear_overcast = month_of(tmp_path, "clear")
+    cloudy_covers, cloudy_overcast = month_of(tmp_path, "cloudy")
+    assert max(clear_covers) < 5 and clear_overcast == 0
+    # Most dates of the cloudy month are 40-90 % cloudy (a fifth of them nearly clear) ...
+    assert sum(cover >= 35 for cover in cloudy_covers) >= len(cloudy_covers) / 2
+    assert min(cloudy_covers) < 15
+    # ... in cells large enough that whole 10 km blocks are often overcast.
+    assert cloudy_overcast > 0.2
 
 
 # (tile, EPSG, ULX, ULY) of tiles in ESA's Sentinel-2 tiling grid (the s2_no_overlap grid as shipped

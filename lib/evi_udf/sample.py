@@ -134,8 +134,14 @@ class SampleSpec:
     seed: int = 0
     start_date: dt.date = DEFAULT_START
     bucket_url: str | None = None
+    # How cloudy the dates are (CLOUD_PROFILES): "mixed" (the default sample), "clear" or "cloudy".
+    cloud_profile: str = "mixed"
 
     def __post_init__(self) -> None:
+        if self.cloud_profile not in CLOUD_PROFILES:
+            raise SampleError(
+                f"--cloud-profile {self.cloud_profile!r}: must be one of {', '.join(CLOUD_PROFILES)}"
+            )
         if self.resolution_factor not in VALID_RESOLUTION_FACTORS:
             raise SampleError(
                 f"--resolution-factor {self.resolution_factor}: must divide 1830 so that the 10, 20 and "
@@ -363,12 +369,46 @@ def _local_km(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return lon * 111.32 * math.cos(math.radians(37.0)), lat * 110.57
 
 
-class SyntheticEarth:
-    """Deterministic surface reflectance and clouds for a seed."""
+@dataclasses.dataclass(frozen=True)
+class CloudProfile:
+    """How the cloud fraction of a date is drawn, and the size of the cloud cells.
 
-    def __init__(self, seed: int) -> None:
+    With probability ``clear_share`` a date's fraction is drawn from ``clear_fractions``, otherwise
+    uniformly from ``cloudy_range``; ``fractions`` (when set) replaces both with one uniform choice.
+    The cloud field sums plane waves of ``wavelengths_km``: longer waves make larger cells.
+    """
+
+    wavelengths_km: tuple[float, ...]
+    fractions: tuple[float, ...] = ()
+    clear_share: float = 0.0
+    clear_fractions: tuple[float, ...] = ()
+    cloudy_range: tuple[float, float] = (0.0, 0.0)
+
+
+CLOUD_PROFILES: dict[str, CloudProfile] = {
+    # The default sample: every kind of date, small cells (a few km).
+    "mixed": CloudProfile((3.0, 5.0, 8.0, 12.0, 20.0, 33.0), fractions=(0.02, 0.1, 0.25, 0.45, 0.7)),
+    # A dry month: a few scattered small clouds.
+    "clear": CloudProfile((3.0, 5.0, 8.0, 12.0, 20.0, 33.0), fractions=(0.0, 0.01, 0.03)),
+    # A typical month of a temperate winter as the index keeps it (CLOUD_COVER <= 90): a fifth of the
+    # dates nearly clear, the rest 40-90 % cloudy in frontal cells tens to hundreds of km across, so
+    # that whole 10 km blocks are often overcast (about a third of them over the month).
+    "cloudy": CloudProfile(
+        (30.0, 50.0, 80.0, 130.0, 200.0),
+        clear_share=0.2,
+        clear_fractions=(0.02, 0.05, 0.1),
+        cloudy_range=(0.4, 0.9),
+    ),
+}
+
+
+class SyntheticEarth:
+    """Deterministic surface reflectance and clouds for a seed (and a cloud profile)."""
+
+    def __init__(self, seed: int, cloud_profile: str = "mixed") -> None:
         rng = np.random.default_rng([seed, 1])
         self._seed = seed
+        self._clouds = CLOUD_PROFILES[cloud_profile]
         self._water = _WaveField(rng, [9.0, 13.0, 17.0, 23.0, 31.0, 41.0])
         self._vegetation = _WaveField(rng, [2.5, 4.0, 6.5, 9.0, 14.0, 22.0, 35.0])
         self._soil_tone = _WaveField(rng, [1.5, 3.0, 7.0])
@@ -390,8 +430,16 @@ class SyntheticEarth:
     def cloud_opacity(self, x_km: np.ndarray, y_km: np.ndarray, date: dt.date) -> np.ndarray:
         """Cloud opacity in [0, 1] for a date; the cloud fraction of the date is drawn from the seed."""
         rng = np.random.default_rng([self._seed, 2, date.toordinal()])
-        fraction = float(rng.choice([0.02, 0.1, 0.25, 0.45, 0.7]))
-        field = _WaveField(rng, [3.0, 5.0, 8.0, 12.0, 20.0, 33.0])(x_km, y_km)
+        profile = self._clouds
+        if profile.fractions:
+            fraction = float(rng.choice(profile.fractions))
+        elif rng.random() < profile.clear_share:
+            fraction = float(rng.choice(profile.clear_fractions))
+        else:
+            fraction = float(rng.uniform(*profile.cloudy_range))
+        if fraction <= 0.0:
+            return np.zeros(x_km.shape, dtype=np.float32)
+        field = _WaveField(rng, profile.wavelengths_km)(x_km, y_km)
         threshold = np.float32(NormalDist().inv_cdf(1.0 - fraction))
         return np.clip((field - threshold) / np.float32(0.9), 0.0, 1.0)
 
@@ -856,7 +904,7 @@ def generate_archive(spec: SampleSpec, progress: bool = False) -> dict[str, Path
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SampleError(f"--out {spec.out}: cannot create the folder ({exc.strerror})") from exc
-    earth = SyntheticEarth(spec.seed)
+    earth = SyntheticEarth(spec.seed, spec.cloud_profile)
     products = plan_archive(spec)
     grids = {tile: tile_grid(tile, spec.resolution_factor) for tile in {p.tile for p in products}}
     rows: dict[str, list[dict[str, str]]] = {level: [] for level in spec.levels}
@@ -926,6 +974,12 @@ def _parse_args(argv: Sequence[str] | None) -> SampleSpec:
         help="first acquisition date (default %(default)s)",
     )
     parser.add_argument("--bucket-url", help="make BASE_URL gs://BUCKET/... instead of the local folder")
+    parser.add_argument(
+        "--cloud-profile",
+        default="mixed",
+        help="mixed (default), clear (a dry month) or cloudy (a fifth of the dates clear, the rest 40-90%% "
+        "cloud in cells tens of km across)",
+    )
     args = parser.parse_args(argv)
     levels = ("L1C", "L2A") if args.level == "both" else (args.level,)
     tiles = tuple(part for part in args.tiles.split(",") if part.strip())
@@ -942,6 +996,7 @@ def _parse_args(argv: Sequence[str] | None) -> SampleSpec:
         seed=args.seed,
         start_date=args.start_date,
         bucket_url=args.bucket_url,
+        cloud_profile=args.cloud_profile,
     )
 
 

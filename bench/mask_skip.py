@@ -1,0 +1,221 @@
+"""Decoding only what can contribute: ours against decoding every band, on a clear and a cloudy month.
+
+For each cloud profile of the sample generator (``clear``: a dry month; ``cloudy``: a fifth of the
+dates nearly clear, the rest 40-90 % cloud in cells tens to hundreds of km across) one tile-month of
+``--scenes`` L2A acquisitions is generated at ``--factor`` and measured, each run in a fresh child
+process, methods interleaved, ``--repeat`` times (medians):
+
+* ``decode``: decoding B02, B04, B08 and SCL of every scene, every block (``bench/speed.py``'s
+  floor: what any pipeline that decodes everything cannot beat);
+* ``ours``: ``process_group`` with the default configuration (the cloud mask is read first, the
+  bands of a block only where the mask keeps a pixel);
+* ``ours_decode_all``: the same with ``raster.skip_masked_blocks: false``.
+
+The share of (scene, block) pairs whose SCL keeps no pixel is counted from the SCL files directly
+(numpy, not our code), and the two variants of ours are checked to write identical composites.
+Targets: ours <= 0.7 x decode on the cloudy month, <= 1.15 x on the clear one.
+
+    .venv/bin/python bench/mask_skip.py [--factor 2] [--scenes 6] [--repeat 3] [--work bench/data]
+
+Results go to ``bench/results/mask_skip.json``; ``bench/report.py`` writes them into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from speed import _own_peak, child_decode, log, measure, warm_page_cache  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "mask_skip.json"
+PROFILES = ("clear", "cloudy")
+SEED = 21
+TILE = "55HBU"
+BLOCK = 1024
+TARGETS = {"clear": 1.15, "cloudy": 0.7}
+
+
+def archive(work: Path, profile: str, factor: int, scenes: int) -> Path:
+    """The sample month of ``profile`` under ``work``, generated on first use."""
+    root = work / f"month_{profile}_f{factor}_{scenes}"
+    if not (root / ".complete").exists():
+        from evi_udf.sample import SampleSpec, generate_archive
+
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.perf_counter()
+        log(f"generating {root}")
+        generate_archive(
+            SampleSpec(
+                out=root,
+                tiles=(TILE,),
+                scenes_per_tile=scenes,
+                resolution_factor=factor,
+                seed=SEED,
+                cloud_profile=profile,
+            )
+        )
+        (root / ".complete").write_text(f"{time.perf_counter() - started:.0f} s\n")
+    return root
+
+
+def selection(index: str) -> Any:
+    from evi_udf.catalog import read_index_pandas, select_scenes_pandas
+    from evi_udf.config import CatalogConfig
+
+    catalog = CatalogConfig(
+        index_uri=index, period="all", geometric_quality="any", tiles=(TILE,), max_cloud_cover=90.0
+    )
+    scenes, _ = select_scenes_pandas(read_index_pandas(index), catalog)
+    return scenes
+
+
+def child_scenes(index: str) -> dict[str, Any]:
+    """The selected scenes, their index cloud cover and the share of blocks their SCL keeps nothing of."""
+    import numpy as np
+    import rasterio
+    from s2_product import band_files
+
+    scenes = selection(index)
+    overcast, blocks = 0, 0
+    for base in scenes.base_url:
+        with rasterio.open(band_files(Path(base))["SCL"]) as dataset:
+            scl = dataset.read(1)
+        step = BLOCK // 2  # 20 m pixels per 10 m block
+        for row in range(0, scl.shape[0], step):
+            for col in range(0, scl.shape[1], step):
+                blocks += 1
+                overcast += not np.isin(scl[row : row + step, col : col + step], (4, 5, 6)).any()
+    return {
+        "base_urls": list(scenes.base_url),
+        "cloud_cover": [round(float(c), 1) for c in scenes.cloud_cover],
+        "blocks": blocks,
+        "overcast_blocks": overcast,
+    }
+
+
+def child_ours(index: str, out: str, skip: str) -> dict[str, Any]:
+    from evi_udf.config import config_from_mapping
+    from evi_udf.process import process_group
+    from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
+
+    scenes = selection(index)
+    config = config_from_mapping(
+        {
+            "catalog": {"index_uri": index},
+            "output": {"root": out},
+            "raster": {"skip_masked_blocks": skip == "skip"},
+        }
+    )
+    started = time.perf_counter()
+    result = process_group(group_key_from_pandas(scenes), scene_refs_from_pandas(scenes), config)
+    seconds = time.perf_counter() - started
+    if result.composite is None or result.failures:
+        raise SystemExit(f"processing failed: {result.failures}")
+    return {"seconds": seconds, "cog": result.composite.raster_uri, **_own_peak()}
+
+
+def child_same(first: str, second: str) -> dict[str, Any]:
+    """Whether two composites (EVI and clear-count COGs) hold the same pixels."""
+    import numpy as np
+    import rasterio
+
+    same = True
+    for suffix in ("", "_clear_count"):
+        paths = [p.removesuffix(".tif") + suffix + ".tif" for p in (first, second)]
+        with rasterio.open(paths[0]) as a, rasterio.open(paths[1]) as b:
+            same &= bool(np.array_equal(a.read(1), b.read(1), equal_nan=True))
+    return {"identical": same}
+
+
+def child(kind: str, args: list[str]) -> dict[str, Any]:
+    functions = {"scenes": child_scenes, "ours": child_ours, "same": child_same}
+    if kind == "decode":
+        return child_decode(args)
+    return functions[kind](*args)
+
+
+def run(kind: str, *args: str) -> dict[str, Any]:
+    return measure([sys.executable, str(Path(__file__).resolve()), "--child", kind, *args])
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factor", type=int, default=2, help="resolution factor (1 = full size)")
+    parser.add_argument("--scenes", type=int, default=6, help="acquisitions in the month (5 days apart)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per method and month (medians)")
+    parser.add_argument("--work", type=Path, default=Path("bench/data"), help="data and scratch folder")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1:])))
+        return 0
+    from speed import helper
+
+    work = args.work.resolve()
+    record: dict[str, Any] = {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **helper("environment"),
+        "parameters": {"factor": args.factor, "scenes": args.scenes, "repeat": args.repeat, "seed": SEED},
+        "months": {},
+    }
+    for profile in PROFILES:
+        root = archive(work, profile, args.factor, args.scenes)
+        index = str(root / "L2" / "index.csv.gz")
+        scenes = run("scenes", index)
+        warm_page_cache(scenes["base_urls"])
+        runs: dict[str, list[dict[str, Any]]] = {"decode": [], "ours": [], "ours_decode_all": []}
+        for attempt in range(args.repeat):
+            out = work / "mask_skip" / profile / str(attempt)
+            shutil.rmtree(out, ignore_errors=True)
+            runs["decode"].append(run("decode", *scenes["base_urls"]))
+            runs["ours"].append(run("ours", index, str(out / "skip"), "skip"))
+            runs["ours_decode_all"].append(run("ours", index, str(out / "all"), "all"))
+            log(
+                f"{profile} #{attempt}: "
+                + ", ".join(f"{name} {rows[-1]['seconds']:.1f} s" for name, rows in runs.items())
+            )
+        same = run("same", runs["ours"][0]["cog"], runs["ours_decode_all"][0]["cog"])["identical"]
+        medians = {
+            name: {
+                "seconds": _median([r["seconds"] for r in rows]),
+                "peak_rss_mib": _median([r["peak_rss_mib"] for r in rows]),
+            }
+            for name, rows in runs.items()
+        }
+        ratio = medians["ours"]["seconds"] / medians["decode"]["seconds"]
+        record["months"][profile] = {
+            **{k: v for k, v in scenes.items() if k != "base_urls"},
+            "scenes": len(scenes["base_urls"]),
+            "medians": medians,
+            "runs": runs,
+            "identical_outputs": same,
+            "ours_over_decode": ratio,
+            "ours_over_decode_all": medians["ours"]["seconds"] / medians["ours_decode_all"]["seconds"],
+            "target": TARGETS[profile],
+            "met": ratio <= TARGETS[profile],
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(record, indent=2) + "\n")
+        log(f"{profile}: ours / decode {ratio:.2f} (target <= {TARGETS[profile]}), identical {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
