@@ -494,18 +494,50 @@ def test_malformed_rows_are_reported_only_when_no_known_filter_excludes_them(tmp
     dates = {"start_date": dt.date(2023, 1, 1), "end_date": dt.date(2023, 12, 31)}
     _, rejected = select(tmp_path, rows, tiles=("55HBU",), **dates)
     assert sorted(rejected["granule_id"]) == ["bad-cloud-2023", "bad-tile", "bad-time-55HBU", "corrupt"]
-    # Another tile excludes the rows whose tile is known; the bad tile and the corrupt row remain.
+    # Another tile excludes the rows whose tile is known, and the corrupt line, which names 55HBU
+    # only: the bad tile remains.
     _, rejected = select(tmp_path, rows, tiles=("14SPJ",), **dates)
-    assert sorted(rejected["granule_id"]) == ["bad-tile", "corrupt"]
+    assert sorted(rejected["granule_id"]) == ["bad-tile"]
 
 
-def test_corrupt_rows_are_reported_whatever_their_shifted_fields_say(tmp_path: Path) -> None:
-    # Too many fields: no value of the row can be trusted, not even a FAILED quality flag or an L1C id.
+def test_corrupt_rows_are_judged_by_their_text_not_their_shifted_fields(tmp_path: Path) -> None:
+    # Too many fields: no field of the row can be trusted, not even a FAILED quality flag or an L1C id;
+    # the line's text still says which tile and date it is about.
     failed = line(l2a("corrupt-failed", GEOMETRIC_QUALITY_FLAG="FAILED")) + ",extra"
     l1c = line({**NEW_L1C, "GRANULE_ID": "corrupt-l1c"}) + ",extra"
-    _, rejected = select(tmp_path, [failed, l1c], geometric_quality="passed", tiles=("01KAB",))
-    assert sorted(rejected["granule_id"]) == ["corrupt-failed", "corrupt-l1c"]
+    other_tile = line(l2a("corrupt-55HCU", tile="55HCU")) + ",extra"
+    old = line(l2a("corrupt-2019", sensing="2019-03-01T00:06:49.024000Z")) + ",extra"
+    rows = [failed, l1c, other_tile, old]
+    both = ("55HBU", "14SPJ")
+    _, rejected = select(tmp_path, rows, geometric_quality="passed", tiles=both)
+    assert sorted(rejected["granule_id"]) == ["corrupt-2019", "corrupt-failed", "corrupt-l1c"]
     assert set(rejected["stage"]) == {"parse"}
+    # The first date of the line is its SENSING_TIME: 2019 is outside 2023.
+    dates = {"start_date": dt.date(2023, 1, 1), "end_date": dt.date(2023, 12, 31)}
+    _, rejected = select(tmp_path, rows, tiles=both, **dates)
+    assert sorted(rejected["granule_id"]) == ["corrupt-failed"]  # the L1C line is from 2017
+    # A bbox over Kansas (zone 14) keeps the line whose product id names 14SPJ; 55HBU and 55HCU
+    # (zone 55, Victoria) are elsewhere.
+    _, rejected = select(tmp_path, rows, bbox=(-98.5, 36.0, -97.0, 37.5))
+    assert sorted(rejected["granule_id"]) == ["corrupt-l1c"]
+    # Without tiles, dates or bbox every corrupt line may belong to the query.
+    _, rejected = select(tmp_path, rows)
+    assert len(rejected) == 4
+
+
+def test_a_bbox_meets_the_utm_zones_of_the_tiles_that_reach_it() -> None:
+    from evi_udf.index_rules import bbox_utm_zones
+
+    # Melbourne (144.9 E) is in zone 55 (144-150 E); tiles of zone 54 reach ~1.3 degrees east of
+    # 144 E at 38 S, so both are candidates; zone 56 starts 5 degrees away.
+    assert bbox_utm_zones((144.8, -38.0, 145.0, -37.7)) == [54, 55]
+    # Across the antimeridian (Fiji): zones 60 and 1; at 17.5 S tiles reach 1.1 degrees past their
+    # zone, not far enough for zones 59 (ends at 174 E) or 2 (starts at 174 W).
+    assert bbox_utm_zones((179.0, -17.5, -179.0, -16.0)) == [1, 60]
+    # Southern Norway (8 E, 60 N) is 32V, wider than 6 degrees: its neighbours 31 and 33 are listed.
+    assert {31, 32, 33} <= set(bbox_utm_zones((7.9, 59.9, 8.1, 60.1)))
+    # From 80 degrees on every zone may meet the bbox.
+    assert bbox_utm_zones((0.0, 80.5, 1.0, 81.0)) == list(range(1, 61))
 
 
 def test_empty_base_url_is_rejected_at_select_only_when_selected(tmp_path: Path) -> None:

@@ -126,6 +126,12 @@ def test_spark_submit_runs_the_job_and_reruns_replace_rather_than_duplicate(
     assert report["rejected_index_rows"] == len(out["evi_rejected"]) == 2
     for mosaic in report["mosaics"].values():
         assert Path(mosaic).is_file()
+    # Each driver step is timed; together they are the run's wall time, bar the report itself.
+    phases = report["phase_seconds"]
+    assert list(phases) == ["plan", "process", "load", "clean", "stac", "mosaic"]
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["process"] > 0
+    # (each figure is rounded to milliseconds, the wall time to centiseconds)
+    assert sum(phases.values()) - 0.02 <= report["wall_seconds"] <= sum(phases.values()) + 5
 
     # A rerun skips every group and adds no row.
     second = spark_submit(workspace["config"])

@@ -24,16 +24,20 @@ from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
-from evi_udf.config import CatalogConfig, StorageConfig
+from evi_udf.config import MGRS_TILE_PATTERN, CatalogConfig, StorageConfig
 from evi_udf.errors import CatalogError, EviError, IndexSchemaError
 from evi_udf.index_rules import (
+    LINE_DATE_PATTERN,
+    LINE_ZONE_PATTERN,
     assign_periods,
+    bbox_utm_zones,
     classify_index,
     dedupe_scenes,
     filter_mask,
     parse_index,
     period_bounds,
     select_scenes_pandas,
+    tiles_pattern,
 )
 from evi_udf.index_schema import (
     _INDEX_READ_SCHEMA,
@@ -344,9 +348,14 @@ def _partition_filter(config: CatalogConfig) -> Column | None:
     # Null partitions hold rows whose tile or time does not parse: they must still reach the parser
     # so they are reported, as on the CSV path.
     condition = None
+    zones: set[str] | None = None
     if config.tiles:
-        zones = sorted({tile[:2] for tile in config.tiles})
-        condition = F.col("utm_zone_part").isNull() | F.col("utm_zone_part").isin(zones)
+        zones = {tile[:2] for tile in config.tiles}
+    if config.bbox is not None:
+        in_bbox = {f"{zone:02d}" for zone in bbox_utm_zones(config.bbox)}
+        zones = in_bbox if zones is None else zones & in_bbox
+    if zones is not None:
+        condition = F.col("utm_zone_part").isNull() | F.col("utm_zone_part").isin(sorted(zones))
     year = F.col("sensing_year")
     if config.start_date is not None:
         after = year.isNull() | (year >= f"{config.start_date.year:04d}")
@@ -355,6 +364,102 @@ def _partition_filter(config: CatalogConfig) -> Column | None:
         before = year.isNull() | (year <= f"{config.end_date.year:04d}")
         condition = before if condition is None else condition & before
     return condition
+
+
+# SENSING_TIME as the index writes it; the pandas parser accepts exactly these (1-6 fraction digits).
+_CANONICAL_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+
+
+def _number_or_unknown(column: str) -> Column:
+    """The column as a double when it is a finite number, else null (unknown: the rules decide)."""
+    from pyspark.sql import functions as F
+
+    value = F.expr(f"try_cast({column} AS DOUBLE)")
+    return F.when(~F.isnan(value) & (F.abs(value) < float("inf")), value)
+
+
+def raw_filter(config: CatalogConfig) -> Column:
+    """The catalog filters as a Spark SQL condition on the raw text columns, before any Python runs.
+
+    It keeps every row the pandas rules (:func:`~evi_udf.index_rules.filter_mask`) may keep: a filter
+    is applied only where the raw value reads as the rules read it (a tile like ``55HBU``, a time like
+    ``2023-02-14T00:06:49.024000Z``, a finite number in range); anything else is unknown and passes,
+    to be parsed, filtered and if need be rejected in pandas. A line with the wrong number of fields
+    passes when its text may belong to the query (:func:`~evi_udf.index_rules.corrupt_line_relevant`).
+    So most of the index never leaves the JVM, and the selection is the same as without it.
+    """
+    from pyspark.sql import functions as F
+
+    def unknown_or(known: Column, passes: Column) -> Column:
+        return ~F.coalesce(known, F.lit(False)) | F.coalesce(passes, F.lit(False))
+
+    conditions = []
+    product = F.coalesce(F.col("PRODUCT_ID"), F.lit(""))
+    conditions.append(
+        unknown_or(product.rlike("(^|_)MSI(L1C|L2A)(_|$)"), product.rlike(f"(^|_)MSI{config.level}(_|$)"))
+    )
+    time_text = F.col("SENSING_TIME")
+    day = F.substring(time_text, 1, 10)
+    canonical = time_text.rlike(_CANONICAL_TIME)
+    if config.start_date is not None:
+        conditions.append(unknown_or(canonical, day >= config.start_date.isoformat()))
+    if config.end_date is not None:
+        conditions.append(unknown_or(canonical, day <= config.end_date.isoformat()))
+    if config.tiles:
+        tile = F.col("MGRS_TILE")
+        conditions.append(unknown_or(tile.rlike(MGRS_TILE_PATTERN.pattern), tile.isin(list(config.tiles))))
+    cloud = _number_or_unknown("CLOUD_COVER")
+    in_range = (cloud >= 0.0) & (cloud <= 100.0)
+    conditions.append(unknown_or(in_range, cloud <= config.max_cloud_cover))
+    if config.geometric_quality != "any":
+        flag = F.coalesce(F.col("GEOMETRIC_QUALITY_FLAG"), F.lit(""))
+        allowed = ["PASSED"] if config.geometric_quality == "passed" else ["PASSED", ""]
+        conditions.append(unknown_or(flag.isin("PASSED", "FAILED", ""), flag.isin(allowed)))
+    if config.bbox is not None:
+        conditions.append(_bbox_condition(config.bbox))
+    well_formed = conditions[0]
+    for condition in conditions[1:]:
+        well_formed = well_formed & condition
+
+    line = F.col(CORRUPT_RECORD_COLUMN)
+    relevant = F.lit(True)
+    if config.tiles:
+        relevant = relevant & line.rlike(tiles_pattern(config.tiles))
+    line_day = F.regexp_extract(line, LINE_DATE_PATTERN, 1)
+    if config.start_date is not None:
+        relevant = relevant & ((line_day == "") | (line_day >= config.start_date.isoformat()))
+    if config.end_date is not None:
+        relevant = relevant & ((line_day == "") | (line_day <= config.end_date.isoformat()))
+    if config.bbox is not None:
+        zone = F.regexp_extract(line, LINE_ZONE_PATTERN, 1)
+        zones = [f"{z:02d}" for z in bbox_utm_zones(config.bbox)]
+        relevant = relevant & ((zone == "") | zone.isin(zones))
+    return F.when(line.isNull(), well_formed).otherwise(relevant)
+
+
+def _bbox_condition(bbox: tuple[float, float, float, float]) -> Column:
+    """:func:`~evi_udf.index_rules._bbox_intersects` in Spark SQL; unknown (passes) where a corner is
+    not a number in range or south is north of north, as the pandas parser makes it."""
+    from pyspark.sql import functions as F
+
+    north, south = _number_or_unknown("NORTH_LAT"), _number_or_unknown("SOUTH_LAT")
+    west, east = _number_or_unknown("WEST_LON"), _number_or_unknown("EAST_LON")
+    known = (
+        north.between(-90.0, 90.0)
+        & south.between(-90.0, 90.0)
+        & west.between(-180.0, 180.0)
+        & east.between(-180.0, 180.0)
+        & (south <= north)
+    )
+    q_west, q_south, q_east, q_north = bbox
+    lat_ok = (south <= q_north) & (north >= q_south)
+    crosses = west > east
+    first_east = F.when(crosses, F.lit(180.0)).otherwise(east)
+    intervals = [(q_west, q_east)] if q_west <= q_east else [(q_west, 180.0), (-180.0, q_east)]
+    lon_ok = F.lit(False)
+    for low, high in intervals:
+        lon_ok = lon_ok | ((west <= high) & (first_east >= low)) | (crosses & (east >= low))
+    return ~F.coalesce(known, F.lit(False)) | F.coalesce(lat_ok & lon_ok, F.lit(False))
 
 
 def select_scenes(spark: SparkSession, config: CatalogConfig) -> CatalogSelection:
@@ -390,6 +495,7 @@ def select_scenes(spark: SparkSession, config: CatalogConfig) -> CatalogSelectio
     condition = _partition_filter(config) if set(PARTITION_COLUMNS) <= set(raw.columns) else None
     if condition is not None:
         raw = raw.where(condition)
+    raw = raw.where(raw_filter(config))
     # Every CSV column must reach the UDF: with fewer, Spark stops flagging wrong field counts.
     work = raw.select(*INDEX_COLUMNS, CORRUPT_RECORD_COLUMN).mapInPandas(
         functools.partial(_classify_batches, config=config), _WORK_SCHEMA

@@ -17,6 +17,11 @@ Every index row ends up in exactly one of three places:
 
 A malformed row is only reported when the filters that can be evaluated on it do not exclude it: a
 field that does not parse makes its filter *unknown*, and unknown keeps the row (three-valued logic).
+A line with the wrong number of fields has no trustworthy fields at all, so it is judged by its text
+(:func:`corrupt_line_relevant`): it is reported only when nothing in it rules out the query (a tile
+it names, its first date, the UTM zone of its product id), so a corrupt line in Norway is not every
+Australian run's failure row. Spark evaluates the same filters on the raw text columns first
+(:func:`evi_udf.catalog.raw_filter`), so only candidate rows reach Python.
 """
 
 from __future__ import annotations
@@ -349,9 +354,82 @@ def filter_mask(parsed: pd.DataFrame, config: CatalogConfig) -> np.ndarray:
         allowed = ["PASSED"] if config.geometric_quality == "passed" else ["PASSED", ""]
         apply(flag.isin(allowed), ~flag.isin(_QUALITY_FLAGS))
 
-    # The typed columns of a corrupt row are null (unknown), but the quality rule reads the raw flag.
+    # The typed columns of a corrupt row are null (unknown), but the quality rule reads the raw flag:
+    # such a row is judged by its line's text instead.
     corrupt = parsed["reason"].fillna("").str.startswith(_CORRUPT_REASON).to_numpy()
+    if corrupt.any():
+        lines = parsed["reason"].where(corrupt, "").astype(str)
+        corrupt &= corrupt_line_relevant(lines, config)
     return keep | corrupt
+
+
+def tiles_pattern(tiles: Sequence[str]) -> str:
+    """A regular expression (Python and Java alike) that finds any of ``tiles`` in an index line: as the
+    MGRS_TILE field (``,55HBU,``) or inside a product or granule id (``_T55HBU_``)."""
+    return "(?:^|[,_])T?(?:" + "|".join(sorted(tiles)) + ")(?:[,_]|$)"
+
+
+# The first ISO date of an index line is its SENSING_TIME (ids spell dates without dashes).
+LINE_DATE_PATTERN = r"(\d{4}-\d{2}-\d{2})T"
+# The UTM zone of the tile a line's product id names (``_T55HBU_``).
+LINE_ZONE_PATTERN = r"_T(\d{2})[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]_"
+
+
+def corrupt_line_relevant(lines: pd.Series, config: CatalogConfig) -> np.ndarray:
+    """Whether lines with the wrong number of fields may belong to the query, judged by their text.
+
+    Their fields may be shifted, so no field can be trusted; but a line that names none of the
+    configured tiles, or whose first date (its SENSING_TIME) is outside the dates, or whose product
+    id names a tile in a UTM zone the bbox does not meet, is about another part of the archive and
+    is not this run's to report. A line without a date or a product id is kept: nothing rules it out.
+    """
+    keep = np.ones(len(lines), dtype=bool)
+    if config.tiles:
+        keep &= lines.str.contains(tiles_pattern(config.tiles), regex=True).to_numpy(dtype=bool)
+    day = lines.str.extract(LINE_DATE_PATTERN, expand=False).fillna("")
+    if config.start_date is not None:
+        keep &= ((day == "") | (day >= config.start_date.isoformat())).to_numpy(dtype=bool)
+    if config.end_date is not None:
+        keep &= ((day == "") | (day <= config.end_date.isoformat())).to_numpy(dtype=bool)
+    if config.bbox is not None:
+        zones = {f"{zone:02d}" for zone in bbox_utm_zones(config.bbox)}
+        zone = lines.str.extract(LINE_ZONE_PATTERN, expand=False).fillna("")
+        keep &= ((zone == "") | zone.isin(zones)).to_numpy(dtype=bool)
+    return keep
+
+
+# The widest a Sentinel-2 tile reaches beyond its UTM zone's 6 degrees, as ground distance: a 100 km
+# square at the zone edge is extended to 109.8 km, and zone edges are not square edges.
+_TILE_OVERHANG_KM = 120.0
+
+
+def bbox_utm_zones(bbox: tuple[float, float, float, float]) -> list[int]:
+    """The UTM zones whose tiles may meet ``bbox`` (west, south, east, north; west > east crosses the
+    antimeridian), including the zones of the Norway and Svalbard exceptions.
+
+    Each zone's 6 degrees are widened by how far a tile can reach past them at the bbox's highest
+    latitude; from 80 degrees on that is every zone.
+    """
+    west, south, east, north = bbox
+    latitude = max(abs(south), abs(north))
+    if latitude >= 80.0:  # meridians converge: a tile spans many degrees of longitude
+        return list(range(1, 61))
+    margin = _TILE_OVERHANG_KM / (111.32 * np.cos(np.radians(latitude)))
+    zones = []
+    for zone in range(1, 61):
+        low, high = -180.0 + 6 * (zone - 1) - margin, -180.0 + 6 * zone + margin
+        for q_low, q_high in _lon_intervals(west, east):
+            # The zone's widened span, also shifted by 360 degrees where it wraps past +-180.
+            if any(q_low <= high + shift and q_high >= low + shift for shift in (-360.0, 0.0, 360.0)):
+                zones.append(zone)
+                break
+    # 31V-37X: Norway's and Svalbard's zones are wider than 6 degrees (32V spans 3-12 E; 31X, 33X,
+    # 35X, 37X are 9 or 12 degrees wide); a neighbour of any listed zone there is listed too.
+    if north >= 56.0 and any(31 <= zone <= 37 for zone in zones):
+        zones = sorted(
+            set(zones) | {z + d for z in zones if 31 <= z <= 37 for d in (-1, 1) if 31 <= z + d <= 37}
+        )
+    return zones
 
 
 def _lon_intervals(west: float, east: float) -> list[tuple[float, float]]:
@@ -398,7 +476,11 @@ def _prefilter(raw: pd.DataFrame, config: CatalogConfig) -> np.ndarray:
         frame[["north_lat", "south_lat", "west_lon", "east_lon"]] = np.nan
     if config.geometric_quality != "any":
         frame["raw_geometric_quality_flag"] = _text(raw, "GEOMETRIC_QUALITY_FLAG")
-    frame.loc[_corrupt_mask(raw), "reason"] = _CORRUPT_REASON
+    corrupt = _corrupt_mask(raw)
+    # The line itself: filter_mask judges a corrupt row by its text.
+    frame.loc[corrupt, "reason"] = (
+        _CORRUPT_REASON + ": " + raw.loc[corrupt, CORRUPT_RECORD_COLUMN].astype(str)
+    )
     return filter_mask(frame, config)
 
 

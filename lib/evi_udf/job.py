@@ -120,6 +120,9 @@ class RunReport:
     stac_catalog: str | None
     mosaics: dict[str, str]
     composites: list[str]
+    # Wall seconds of each step on the driver: plan, process (the Spark job that makes the groups),
+    # load, clean, stac, mosaic. All but process are the driver's own cost of the run.
+    phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for the console."""
@@ -413,6 +416,15 @@ def run(
     ledger = Ledger(config.output.root, store)
     run_id = new_run_id(started)
 
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[phase] = round(now - mark, 3)
+        mark = now
+
     plan = plan_run(spark, config, ledger)
     probe_outputs(store, sink, config, run_id)
     todo = [group.group.key for group in plan.todo]
@@ -422,13 +434,18 @@ def run(
         f"{plan.count('failed')} failed before, {plan.count('overwrite')} overwritten)"
     )
     canvases = mosaic_canvases(todo, config.run.mosaic_size)
+    lap("plan")
     results = _process(spark, plan.selection.scenes, todo, config, run_id, canvases)
+    lap("process")
     rejected = rejected_records(plan.selection.rejected.toPandas(), run_id)
     outcome = load_tables(spark, ledger, sink, results, rejected, run_id)
     for commit in outcome.unreadable:
         log(f"warning: commit record {commit.uri} could not be read; the next run retries it")
+    lap("load")
     deleted = clean_superseded(spark, store, superseded_files(outcome.commits, outcome.held, config))
+    lap("clean")
     catalog = publish_stac(store, sink, config, outcome)
+    lap("stac")
 
     tables = split_tables(results)
     commits = tables[TABLE_NAMES["commit"]]
@@ -441,6 +458,7 @@ def run(
     )
     root = config.output.root.rstrip("/")
     mosaics = _mosaics(store, results, canvases, run_id, root)
+    lap("mosaic")
     failed_share = failed_groups / len(todo) if todo else 0.0
     report = RunReport(
         run_id=run_id,
@@ -469,6 +487,7 @@ def run(
         stac_catalog=catalog,
         mosaics=mosaics,
         composites=list(composites["raster_uri"]),
+        phase_seconds=phases,
     )
     with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
         report_file = Path(scratch) / "report.json"
