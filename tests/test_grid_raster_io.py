@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -287,3 +288,35 @@ def test_the_kernel_scale_is_the_resolution_ratio() -> None:
     assert kernel_scale((10.0, -10.0), 10.0) == {"XSCALE": "1", "YSCALE": "1"}
     assert kernel_scale((10.0, 10.0), 60.0) == {"XSCALE": "0.166666666667", "YSCALE": "0.166666666667"}
     assert kernel_scale((20.0, 20.0), 10.0) == {"XSCALE": "2", "YSCALE": "2"}
+
+
+def test_a_resolution_level_is_read_by_pixel_window_and_padded_past_its_edge(tmp_path: Path) -> None:
+    from rasterio.windows import Window
+
+    from evi_udf.errors import RasterReadError
+    from evi_udf.raster_io import open_resolution_level, read_level_window
+
+    native = PixelGrid("EPSG:32755", 10.0, 300000.0, 6000000.0, 600, 600)
+    values = np.arange(600 * 600, dtype=np.uint16).reshape(600, 600) % 5000 + 1
+    path = tmp_path / "band.tif"
+    profile = {"driver": "GTiff", "width": 600, "height": 600, "count": 1, "dtype": "uint16"}
+    with rasterio.open(path, "w", crs=native.crs, transform=native.transform, **profile) as dataset:
+        dataset.write(values, 1)
+    with pytest.raises(RasterReadError, match=r"band.tif: has no resolution level 4x .*\(it has none\)"):
+        open_resolution_level(str(path), native, 4)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.build_overviews([2, 4], Resampling.average)
+    # GDAL's 4x overview: 150 px, the mean of each 4 x 4 cell.
+    expected = values.reshape(150, 4, 150, 4).mean(axis=(1, 3))
+    with open_resolution_level(str(path), native, 4) as level:
+        assert level.shape == (150, 150)
+        inside = read_level_window(level, Window(100, 120, 50, 30))
+        np.testing.assert_allclose(inside, expected[120:150, 100:150], atol=0.5)
+        # A block reaching past the level's edge: the missing part is the no-data value.
+        edge = read_level_window(level, Window(128, 140, 64, 16), nodata=0)
+        assert edge.shape == (16, 64)
+        np.testing.assert_allclose(edge[:10, :22], expected[140:150, 128:150], atol=0.5)
+        assert (edge[10:] == 0).all() and (edge[:, 22:] == 0).all()
+    # A band on another grid is not read by pixel window: the caller resamples it.
+    shifted = dataclasses.replace(native, left=native.left + 10.0)
+    assert open_resolution_level(str(path), shifted, 4) is None

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import gzip
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -582,3 +583,138 @@ def test_merging_parts_takes_the_first_valid_value() -> None:
     np.testing.assert_array_equal(has_data, [True, True, True, False])
     np.testing.assert_array_equal(clear, [True, True, True, False])
     assert np.isnan(newest[0][1])  # the inputs are not changed
+
+
+def level_of(path: Path, factor: int) -> np.ndarray:
+    """The JPEG2000 resolution level ``factor`` times coarser, as GDAL decodes it."""
+    with rasterio.open(path) as full:
+        index = full.overviews(1).index(factor)
+    with rasterio.open(path, overview_level=index) as level:
+        return level.read(1).astype(np.float64)
+
+
+def expected_coarse_scene(ref: SceneRef, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """EVI of one L2A scene from its bands' resolution level ``factor`` (float64), and where it has
+    data: clear only where every SCL pixel under a coarse pixel is clear, data where any has data."""
+    granule = next(Path(ref.base_url).glob("GRANULE/*/IMG_DATA"))
+    offset = -1000.0 if int(ref.processing_baseline.replace(".", "")) >= 400 else 0.0
+    dn = {b: level_of(next(granule.glob(f"R10m/*_{b}_10m.jp2")), factor) for b in ("B02", "B04", "B08")}
+    rows, cols = dn["B02"].shape
+    with rasterio.open(next(granule.glob("R20m/*_SCL_20m.jp2"))) as dataset:
+        scl = dataset.read(1)
+    per_cell = factor // 2  # 20 m SCL pixels along a coarse pixel
+    padded = np.zeros((rows * per_cell, cols * per_cell), dtype=scl.dtype)  # past the edge: no data
+    padded[: scl.shape[0], : scl.shape[1]] = scl
+    cells = padded.reshape(rows, per_cell, cols, per_cell).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    all_clear = np.isin(cells, [4, 5, 6]).all(axis=2)
+    any_data = (cells != 0).any(axis=2)
+    blue, red, nir = ((dn[b] + offset) / 10000 for b in ("B02", "B04", "B08"))
+    bad_dn = np.zeros((rows, cols), dtype=bool)
+    for values in dn.values():
+        bad_dn |= (values == 0) | (values == 65535)
+    denominator = nir + 6 * red - 7.5 * blue + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        evi = 2.5 * (nir - red) / denominator
+    invalid = bad_dn | ~all_clear | (np.abs(denominator) < 1e-3) | ~(np.abs(evi) <= 1)
+    return np.where(invalid, np.nan, evi), any_data & (~all_clear | ~bad_dn)
+
+
+@pytest.mark.integration
+def test_a_coarse_grid_reads_the_bands_jpeg2000_resolution_level(tmp_path: Path) -> None:
+    """A grid 4x (and 5x) coarser than the bands: made from their 4x resolution level, SCL read whole.
+
+    55HBU at 100 m: 1098 px bands with the sample's 5 levels below full resolution (ESA's 6 levels, capped
+    for the small raster).
+    """
+    archive = tmp_path / "s2"
+    generate_archive(
+        SampleSpec(out=archive, tiles=("55HBU",), scenes_per_tile=3, resolution_factor=10, seed=8)
+    )
+    refs = scene_refs(index_rows(archive, "L2A"), "55HBU", "L2A")
+    band = next(Path(refs[0].base_url).glob("GRANULE/*/IMG_DATA/R10m/*_B02_10m.jp2"))
+    with rasterio.open(band) as dataset:
+        assert dataset.overviews(1) == [2, 4, 8, 16]
+        left, top, pixels = dataset.transform.c, dataset.transform.f, dataset.width
+    coarse = 4 * 100.0
+    # The grid anchored at the tile's corner: its pixels are the level's pixels, the warp is exact.
+    grid = {"kind": "shared", "crs": "EPSG:32755", "resolution": coarse, "origin": [left, top]}
+    config = job_config(tmp_path / "levels", grid=grid, block_size=256)
+    result = process_group(JANUARY, refs, config)
+    assert result.failures == [] and result.composite is not None
+    expected_scenes = [expected_coarse_scene(ref, 4) for ref in refs]
+    stack = np.stack([evi for evi, _ in expected_scenes])
+    covered = np.any([has_data for _, has_data in expected_scenes], axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(stack, axis=0)
+    expected = np.where(np.isnan(median), -32768, np.rint(median * 10000)).astype(np.int64)
+    evi, count, transform = read_cog(result.composite.raster_uri)
+    assert (transform.a, transform.c, transform.f) == (coarse, left, top)
+    assert evi.shape == expected.shape == (-(-pixels // 4), -(-pixels // 4))
+    np.testing.assert_array_equal(evi == -32768, expected == -32768)
+    assert np.abs(evi.astype(np.int64) - expected).max() <= 1
+    np.testing.assert_array_equal(count, np.where(covered, np.isfinite(stack).sum(axis=0), 65535))
+    # Per scene: coarse pixels counted as the mask and the bands say.
+    for ref, (scene_evi, has_data) in zip(refs, expected_scenes, strict=True):
+        row = next(r for r in result.scenes if r.product_id == ref.product_id)
+        assert row.valid_pixels == int(np.isfinite(scene_evi).sum())
+        assert row.nodata_pixels == int((~has_data).sum())
+
+    # 5x coarser still reads the 4x level (the coarsest not coarser than the grid), then resamples.
+    grid_5x = {**grid, "resolution": 5 * 100.0}
+    five = process_group(JANUARY, refs, job_config(tmp_path / "five", grid=grid_5x))
+    full = process_group(JANUARY, refs, job_config(tmp_path / "full", grid=grid_5x, coarse_reads="full"))
+    assert five.failures == full.failures == []
+    assert five.composite.parameter_hash != full.composite.parameter_hash
+    five_evi, _, _ = read_cog(five.composite.raster_uri)
+    full_evi, _, _ = read_cog(full.composite.raster_uri)
+    both = (five_evi != -32768) & (full_evi != -32768)
+    assert both.mean() > 0.3
+    # Averaged reflectance vs averaged EVI over the same ground: close, not equal.
+    difference = np.abs(five_evi[both].astype(int) - full_evi[both].astype(int)) / 10000
+    assert 0 < np.median(difference) < 0.05
+
+
+def test_the_resolution_level_is_the_coarsest_power_of_two_within_the_grid() -> None:
+    from evi_udf.grid import PixelGrid
+    from evi_udf.process import resolution_level
+
+    native = PixelGrid("EPSG:32755", 10.0, 199980.0, 6100000.0, 10980, 10980)
+
+    def level(**raster: object) -> int:
+        return resolution_level(native, job_config(Path("/tmp/unused"), **raster).raster)
+
+    def shared(resolution: float) -> dict[str, object]:
+        return {"kind": "shared", "crs": "EPSG:3577", "resolution": resolution}
+
+    assert level() == 1  # the native grid is the bands' own
+    assert [level(grid=shared(r)) for r in (10, 15, 19.9, 20, 30, 60, 79.9, 80, 160, 1000)] == [
+        1,
+        1,
+        1,
+        2,
+        2,
+        4,
+        4,
+        8,
+        16,
+        16,
+    ]
+    assert level(grid=shared(60), coarse_reads="full") == 1
+    assert native.coarsened(4) == PixelGrid("EPSG:32755", 40.0, 199980.0, 6100000.0, 2745, 2745)
+    assert native.coarsened(8).width == 1373  # 1372.5: the last column reaches past the tile
+    assert native.coarsened(4).refined(4) == dataclasses.replace(native, resolution=10.0)
+
+
+def test_coarse_reads_change_the_parameter_hash_only_where_they_can_change_pixels() -> None:
+    from evi_udf.ledger import parameter_hash
+
+    def hashes(grid: dict[str, object]) -> set[str]:
+        return {
+            parameter_hash(job_config(Path("/tmp/unused"), grid=grid, coarse_reads=reads).raster)
+            for reads in ("resolution_levels", "full")
+        }
+
+    assert len(hashes({"kind": "native"})) == 1
+    assert len(hashes({"kind": "shared", "crs": "EPSG:3577", "resolution": 10.0})) == 1
+    assert len(hashes({"kind": "shared", "crs": "EPSG:3577", "resolution": 60.0})) == 2

@@ -113,3 +113,23 @@ def test_evi_valid_range_is_configurable() -> None:
     result = compute_evi(blue, red, nir, EviRules(valid_min=-1.0, valid_max=0.5))
     assert math.isnan(float(result.values[0]))
     assert result.out_of_range == 1
+
+
+def test_a_coarsened_mask_is_all_or_any_of_the_pixels_under_it() -> None:
+    from evi_udf.radiometry import coarsen_mask
+
+    mask = np.array(
+        [
+            [1, 1, 0, 0, 1, 1],
+            [1, 1, 0, 1, 1, 1],
+            [0, 0, 0, 0, 1, 1],
+            [0, 1, 0, 0, 1, 0],
+        ],
+        dtype=bool,
+    )
+    np.testing.assert_array_equal(coarsen_mask(mask, 2, "all"), [[True, False, True], [False, False, False]])
+    np.testing.assert_array_equal(coarsen_mask(mask, 2, "any"), [[True, True, True], [True, False, True]])
+    with pytest.raises(ValueError, match="not a whole number of 4 x 4 cells"):
+        coarsen_mask(mask, 4, "all")
+    with pytest.raises(ValueError, match="rule must be"):
+        coarsen_mask(mask, 2, "most")

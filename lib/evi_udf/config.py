@@ -164,6 +164,12 @@ class RasterConfig:
     skip_masked_blocks: bool = True
     resampling: Literal["bilinear", "cubic", "average", "nearest"] = "bilinear"
     grid: GridConfig = GridConfig()
+    # On a shared grid at least twice as coarse as the bands, where the composite is made before it is
+    # warped: "resolution_levels" decodes B02/B04/B08 at the coarsest JPEG2000 resolution level not
+    # coarser than the grid (20, 40, 80, 160 m; the wavelet low-pass, close to the mean DN of the
+    # 10 m pixels it covers), so EVI is that of averaged reflectance; a coarse pixel is kept only if the
+    # cloud mask keeps every mask pixel under it. "full" decodes 10 m and resamples the 10 m EVI.
+    coarse_reads: Literal["resolution_levels", "full"] = "resolution_levels"
     # float32: EVI as it is, NaN = no data, what odc-stac and stackstac load as float without any
     # scaling. int16: EVI x 10000 with scale/offset tags, half the bytes; clients must apply the scale
     # (stackstac does, odc-stac 0.5 does not).

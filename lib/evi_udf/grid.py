@@ -89,6 +89,30 @@ class PixelGrid:
     def transform(self) -> Affine:
         return Affine(self.resolution, 0.0, self.left, 0.0, -self.resolution, self.top)
 
+    def coarsened(self, factor: int) -> PixelGrid:
+        """The grid with pixels ``factor`` times larger from the same corner: its pixel (row, col)
+        covers this grid's pixels [row * factor, (row + 1) * factor) x [col * factor, ...), as a
+        JPEG2000 resolution level does (the last row and column may reach past this grid's edge)."""
+        return PixelGrid(
+            crs=self.crs,
+            resolution=self.resolution * factor,
+            left=self.left,
+            top=self.top,
+            width=-(-self.width // factor),
+            height=-(-self.height // factor),
+        )
+
+    def refined(self, factor: int) -> PixelGrid:
+        """The grid with pixels ``factor`` times smaller over the same area."""
+        return PixelGrid(
+            crs=self.crs,
+            resolution=self.resolution / factor,
+            left=self.left,
+            top=self.top,
+            width=self.width * factor,
+            height=self.height * factor,
+        )
+
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in the grid's CRS."""

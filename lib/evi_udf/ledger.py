@@ -74,11 +74,17 @@ _RECORD_NAME = re.compile(
 # Settings that change how a composite is computed, never what it holds: outside the hash, so that
 # changing them does not make every group new.
 NOT_IN_PARAMETER_HASH = frozenset({"skip_masked_blocks"})
+# Grid resolution (m) from which ``raster.coarse_reads`` can change a composite (Sentinel-2's 10 m x 2).
+COARSE_READS_MIN_RESOLUTION = 20.0
 
 
 def parameter_hash(config: RasterConfig) -> str:
     """A short stable hash of everything that changes the pixels or statistics of a composite."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_PARAMETER_HASH}
+    if config.grid.kind == "native" or config.grid.resolution < COARSE_READS_MIN_RESOLUTION:
+        # Composites on grids finer than 20 m are made from 10 m reads whatever it says: their names
+        # (and the commits of earlier versions) stay as they were.
+        settings.pop("coarse_reads")
     payload = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -52,6 +52,7 @@ from evi_udf.mosaic import Canvas, MosaicPiece, paint
 from evi_udf.radiometry import (
     SCL_NO_DATA,
     classi_clear_mask,
+    coarsen_mask,
     dn_to_reflectance,
     observed_and_clear,
     scl_clear_mask,
@@ -61,7 +62,9 @@ from evi_udf.raster_io import (
     dataset_grid,
     join_uri,
     open_raster,
+    open_resolution_level,
     read_block,
+    read_level_window,
     scratch_raster,
     warp_to_grid,
     write_cog,
@@ -230,22 +233,37 @@ def _mask_layers(
     grid: PixelGrid,
     window: Window,
     config: RasterConfig,
+    coarsened: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(clear, has data) by the product's cloud mask over one block.
 
     SCL says both (class 0 is no data); the L1C masks only say clear or not, so they count as having
     data everywhere and the bands decide (a pixel outside the swath is clear by them, then no data).
+    On a grid coarser than the mask (resolution levels) the mask is read at its own resolution, never
+    from its JPEG2000 levels (a wavelet average of class codes is no class), and a coarse pixel is
+    clear only if every mask pixel under it is, has data if any has (:func:`coarsen_mask`).
     """
     shape = (int(window.height), int(window.width))
     everywhere = np.ones(shape, dtype=bool)
-    if scene.mask_kind == "scl":
-        scl = read_block(datasets["mask"], grid, window, Resampling.nearest)
-        return scl_clear_mask(scl, config.scl_clear_classes), scl != SCL_NO_DATA
-    if scene.mask_kind == "classi":
-        classi = np.stack(
-            [read_block(datasets["mask"], grid, window, Resampling.nearest, band=b) for b in (1, 2, 3)]
-        )
-        return classi_clear_mask(classi, mask_snow=config.l1c_mask_snow), everywhere
+    if scene.mask_kind in ("scl", "classi"):
+        mask = datasets["mask"]
+        factor = max(1, math.ceil(grid.resolution / abs(mask.res[0]) - 1e-9))
+        fine_grid, fine_window = grid, window
+        if factor > 1:
+            fine_grid = grid.refined(factor)
+            fine_window = Window(*(value * factor for value in window.flatten()))
+        if scene.mask_kind == "scl":
+            scl = read_block(mask, fine_grid, fine_window, Resampling.nearest)
+            clear, has_data = scl_clear_mask(scl, config.scl_clear_classes), scl != SCL_NO_DATA
+        else:
+            classi = np.stack(
+                [read_block(mask, fine_grid, fine_window, Resampling.nearest, band=b) for b in (1, 2, 3)]
+            )
+            clear = classi_clear_mask(classi, mask_snow=config.l1c_mask_snow)
+            has_data = np.ones(clear.shape, dtype=bool)
+        if factor > 1:
+            clear, has_data = coarsen_mask(clear, factor, "all"), coarsen_mask(has_data, factor, "any")
+        return clear, has_data
     if scene.cloud_polygons:
         cloudy = rasterize(
             [(polygon, 1) for polygon in scene.cloud_polygons],
@@ -253,6 +271,8 @@ def _mask_layers(
             transform=window_transform(window, grid.transform),
             fill=0,
             dtype="uint8",
+            # On a coarsened grid every pixel a cloud polygon touches is cloudy, as above.
+            all_touched=coarsened,
         )
         return cloudy == 0, everywhere
     return everywhere, everywhere
@@ -264,17 +284,24 @@ def _read_scene_block(
     grid: PixelGrid,
     window: Window,
     config: RasterConfig,
+    level: int = 1,
+    bands_at_level: bool = False,
 ) -> _RawBlock:
     """Read one product's cloud mask over one block, then its bands only if the mask keeps a pixel.
 
     Decoding the three 10 m bands is most of a group's time, and in a cloudy month most blocks of most
     scenes have no clear pixel: their bands cannot change any output (:func:`observed_and_clear`).
+    ``level``: how many times coarser than the tile's own grid ``grid`` is; ``bands_at_level``: the
+    band datasets are resolution levels on ``grid`` (:func:`read_level_window`).
     """
-    mask_clear, mask_data = _mask_layers(scene, datasets, grid, window, config)
+    mask_clear, mask_data = _mask_layers(scene, datasets, grid, window, config, coarsened=level > 1)
     if config.skip_masked_blocks and not (mask_clear & mask_data).any():
         return _RawBlock(mask_clear, mask_data, None)
-    resampling = Resampling[config.resampling]
-    dn = {band: read_block(datasets[band], grid, window, resampling, nodata=0) for band in EVI_BANDS}
+    if bands_at_level:
+        dn = {band: read_level_window(datasets[band], window, nodata=0) for band in EVI_BANDS}
+    else:
+        resampling = Resampling[config.resampling]
+        dn = {band: read_block(datasets[band], grid, window, resampling, nodata=0) for band in EVI_BANDS}
     return _RawBlock(mask_clear, mask_data, dn)
 
 
@@ -342,9 +369,14 @@ BlockWriter = Callable[[Window, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 def _composite_native(
-    acquisitions: list[_Acquisition], grid: PixelGrid, config: RasterConfig, write: BlockWriter
+    acquisitions: list[_Acquisition],
+    native: PixelGrid,
+    config: RasterConfig,
+    write: BlockWriter,
+    level: int = 1,
 ) -> None:
-    """Walk the native grid block by block, handing each composite block (EVI, clear count, data
+    """Walk the tile's grid block by block (coarsened ``level`` times, reading the bands' JPEG2000
+    resolution level, when ``level`` > 1), handing each composite block (EVI, clear count, data
     coverage) to ``write``; raise _SceneFailed naming the product that broke.
 
     The next block's bands are decoded on a reader thread while this block's EVI and composite are
@@ -353,13 +385,18 @@ def _composite_native(
     """
     spec = get_compositor(config.compositor)
     parts = [part for acquisition in acquisitions for part in acquisition.parts]
+    grid = native.coarsened(level) if level > 1 else native
     with contextlib.ExitStack() as stack:
         datasets: dict[str, dict[str, rasterio.io.DatasetReader]] = {}
+        at_level: dict[str, bool] = {}
         for scene in parts:
             try:
-                opened = {
-                    band: stack.enter_context(open_raster(uri)) for band, uri in scene.band_uris.items()
-                }
+                opened = {}
+                for band, uri in scene.band_uris.items():
+                    reduced = open_resolution_level(uri, native, level) if level > 1 else None
+                    opened[band] = stack.enter_context(reduced or open_raster(uri))
+                    # A product off the tile's grid (never seen in ESA's archive) is resampled instead.
+                    at_level[scene.ref.product_id] = reduced is not None
                 if scene.mask_kind in ("scl", "classi"):
                     opened["mask"] = stack.enter_context(open_raster(scene.mask_uri))
             except EviError as exc:
@@ -372,8 +409,11 @@ def _composite_native(
                 blocks: list[_RawBlock | EviError] = []
                 for scene in parts:
                     try:
+                        product = scene.ref.product_id
                         blocks.append(
-                            _read_scene_block(scene, datasets[scene.ref.product_id], grid, window, config)
+                            _read_scene_block(
+                                scene, datasets[product], grid, window, config, level, at_level[product]
+                            )
                         )
                     except EviError as exc:
                         blocks.append(exc)
@@ -434,6 +474,23 @@ def _order(acquisitions: list[_Acquisition], scene_order: str) -> list[_Acquisit
 def _native_grid(scene: _PreparedScene) -> PixelGrid:
     with open_raster(scene.band_uris["B02"]) as dataset:
         return dataset_grid(dataset)
+
+
+# Sentinel-2's JPEG2000 bands hold 5 resolution levels below full resolution; 16x (160 m) is the
+# coarsest one the grid is read at.
+MAX_LEVEL_FACTOR = 16
+
+
+def resolution_level(native: PixelGrid, config: RasterConfig) -> int:
+    """How many times coarser than the tile's grid a composite for a shared grid is made: the
+    coarsest JPEG2000 level (a power of two) not coarser than the grid, or 1 (full resolution) for a
+    finer grid, the native grid or ``coarse_reads: full``."""
+    if config.grid.kind == "native" or config.coarse_reads == "full":
+        return 1
+    factor = 1
+    while factor < MAX_LEVEL_FACTOR and native.resolution * factor * 2 <= config.grid.resolution * (1 + 1e-9):
+        factor *= 2
+    return factor
 
 
 def _output_grid(native: PixelGrid, config: RasterConfig) -> PixelGrid:
@@ -809,7 +866,9 @@ def _composite_on_output_grid(
         if raster.grid.kind == "native":
             _composite_native(acquisitions, native, raster, writer.write)
         else:
-            with scratch_raster(native, 3, "float32", float("nan"), str(workdir)) as (native_path, scratch):
+            level = resolution_level(native, raster)
+            work = native.coarsened(level) if level > 1 else native
+            with scratch_raster(work, 3, "float32", float("nan"), str(workdir)) as (native_path, scratch):
 
                 def to_scratch(
                     window: Window, value: np.ndarray, count: np.ndarray, seen: np.ndarray
@@ -818,7 +877,7 @@ def _composite_on_output_grid(
                     scratch.write(count.astype(np.float32), 2, window=window)
                     scratch.write(seen.astype(np.float32), 3, window=window)
 
-                _composite_native(acquisitions, native, raster, to_scratch)
+                _composite_native(acquisitions, native, raster, to_scratch, level)
                 scratch.close()
                 warped = workdir / "warped.tif"
                 resampling = Resampling[raster.resampling]

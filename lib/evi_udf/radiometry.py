@@ -105,3 +105,22 @@ def observed_and_clear(
             raise ValueError("the bands are needed where the mask keeps a pixel")
         return mask_data.copy(), np.zeros(mask_data.shape, dtype=bool)
     return mask_data & (~mask_clear | bands_valid), kept & bands_valid
+
+
+def coarsen_mask(mask: np.ndarray, factor: int, rule: str) -> np.ndarray:
+    """A boolean mask made ``factor`` times coarser: each output pixel is ``all`` or ``any`` of the
+    ``factor`` x ``factor`` pixels under it. ``mask``'s sides must be multiples of ``factor``.
+
+    ``all`` keeps a coarse pixel as clear only if every mask pixel under it is clear (a cloud edge or
+    a no-data border never leaks into a value averaged over the coarse pixel); ``any`` says a coarse
+    pixel has data if some pixel under it has.
+    """
+    rows, cols = mask.shape
+    if rows % factor or cols % factor:
+        raise ValueError(f"mask of shape {mask.shape} is not a whole number of {factor} x {factor} cells")
+    cells = mask.reshape(rows // factor, factor, cols // factor, factor)
+    if rule == "all":
+        return cells.all(axis=(1, 3))
+    if rule == "any":
+        return cells.any(axis=(1, 3))
+    raise ValueError(f"rule must be 'all' or 'any', got {rule!r}")

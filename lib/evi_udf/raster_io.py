@@ -112,6 +112,63 @@ def open_raster(uri: str) -> DatasetReader:
         raise RasterReadError(f"{uri}: cannot open ({exc})") from exc
 
 
+def open_resolution_level(uri: str, native: PixelGrid, factor: int) -> DatasetReader | None:
+    """The raster's resolution level ``factor`` times coarser than full resolution, or ``None`` when
+    the raster is not on ``native`` (it is then read at full resolution and resampled).
+
+    GDAL exposes a JPEG2000 file's resolution levels as overviews: reading one decodes only the
+    wavelet levels down to it, not the full-resolution pixels. The level's pixel (row, col) covers
+    the full raster's pixels [row * factor, (row + 1) * factor) x [col * factor, ...)
+    (:meth:`~evi_udf.grid.PixelGrid.coarsened`); GDAL's own geotransform of an overview stretches it to
+    the full extent, so it is read by pixel window (:func:`read_level_window`), not by coordinates.
+
+    Raises
+    ------
+    RasterReadError
+        If the file cannot be opened or has no level of that factor, naming the file.
+    """
+    with open_raster(uri) as full:
+        if not dataset_grid(full).same_as(native) or full.shape != (native.height, native.width):
+            return None
+        factors = full.overviews(1)
+    if factor not in factors:
+        raise RasterReadError(
+            f"{uri}: has no resolution level {factor}x coarser than full resolution (it has "
+            f"{', '.join(f'{f}x' for f in factors) or 'none'}); raster.coarse_reads: full decodes it whole"
+        )
+    try:
+        return rasterio.open(gdal_path(uri), overview_level=factors.index(factor))
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(f"{uri}: cannot open its {factor}x resolution level ({exc})") from exc
+
+
+def read_level_window(dataset: DatasetReader, window: Window, nodata: float = 0) -> np.ndarray:
+    """Read ``window`` (pixels of the coarsened grid) from a resolution level opened by
+    :func:`open_resolution_level`; pixels past the level's edge are ``nodata``.
+
+    Raises
+    ------
+    RasterReadError
+        If decoding fails, naming the file.
+    """
+    col, row = int(window.col_off), int(window.row_off)
+    width, height = int(window.width), int(window.height)
+    # Padded by hand: rasterio's boundless reads go through a VRT of the file, which would not be the
+    # level this dataset was opened at.
+    inside_width, inside_height = min(width, dataset.width - col), min(height, dataset.height - row)
+    try:
+        if (inside_width, inside_height) == (width, height):
+            return dataset.read(1, window=window)
+        block = np.full((height, width), nodata, dtype=dataset.dtypes[0])
+        if inside_width > 0 and inside_height > 0:
+            block[:inside_height, :inside_width] = dataset.read(
+                1, window=Window(col, row, inside_width, inside_height)
+            )
+        return block
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(f"{dataset.name}: cannot read block {window} ({exc})") from exc
+
+
 def _aligned_window(dataset: DatasetReader, grid: PixelGrid, window: Window) -> Window | None:
     """The dataset window covering ``window`` of ``grid`` when both grids share CRS and pixel edges."""
     if dataset.crs is None or dataset.crs != rasterio.crs.CRS.from_user_input(grid.crs):

@@ -546,6 +546,14 @@ class _LonLatGrid:
 # Writing the products
 # ---------------------------------------------------------------------------------------------
 JP2_OPTIONS = {"QUALITY": 100, "REVERSIBLE": "YES", "BLOCKXSIZE": 1024, "BLOCKYSIZE": 1024}
+# ESA's bands hold 6 resolution levels (GDAL lists 5 overviews of a 10980 px band: 2x to 32x).
+JP2_RESOLUTIONS = 6
+
+
+def jp2_resolutions(size: int) -> int:
+    """ESA's number of resolution levels, or fewer for a raster too small for them (GDAL refuses
+    levels whose coarsest image would be a pixel or two across)."""
+    return max(1, min(JP2_RESOLUTIONS, min(size, JP2_OPTIONS["BLOCKXSIZE"]).bit_length() - 1))
 
 
 @dataclasses.dataclass
@@ -579,6 +587,7 @@ def _open_jp2(path: Path, grid: TileGrid, scale: int, count: int = 1, dtype: str
         crs=f"EPSG:{grid.epsg}",
         transform=transform,
         **JP2_OPTIONS,
+        RESOLUTIONS=jp2_resolutions(size),
     )
 
 
