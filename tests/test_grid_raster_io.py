@@ -320,3 +320,56 @@ def test_a_resolution_level_is_read_by_pixel_window_and_padded_past_its_edge(tmp
     # A band on another grid is not read by pixel window: the caller resamples it.
     shifted = dataclasses.replace(native, left=native.left + 10.0)
     assert open_resolution_level(str(path), shifted, 4) is None
+
+
+def test_mask_reads_through_tile_rows_equal_gdal_nearest_and_decode_each_row_once(tmp_path: Path) -> None:
+    from evi_udf.raster_io import MaskTileRows, read_mask_block
+
+    # A 20 m class raster in 64 px tiles under a 10 m grid read in 96 px blocks: blocks straddle
+    # tile rows and columns, and the last ones reach past the raster.
+    rng = np.random.default_rng(4)
+    classes = rng.integers(0, 12, (150, 130), dtype=np.uint8)
+    mask_grid = PixelGrid("EPSG:32755", 20.0, 300000.0, 6000000.0, 130, 150)
+    path = tmp_path / "scl.tif"
+    profile = {"driver": "GTiff", "width": 130, "height": 150, "count": 1, "dtype": "uint8"}
+    tiling = {"tiled": True, "blockxsize": 64, "blockysize": 64}
+    georef = {"crs": mask_grid.crs, "transform": mask_grid.transform}
+    with rasterio.open(path, "w", **georef, **profile, **tiling) as out:
+        out.write(classes, 1)
+    grid = PixelGrid("EPSG:32755", 10.0, 300000.0, 6000000.0, 265, 305)
+
+    class CountingReads:
+        """The dataset, with its reads recorded."""
+
+        def __init__(self, dataset: rasterio.io.DatasetReader) -> None:
+            self.dataset, self.windows = dataset, []
+
+        def read(self, *args: object, **kwargs: object) -> np.ndarray:
+            self.windows.append(kwargs["window"])
+            return self.dataset.read(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.dataset, name)
+
+    with rasterio.open(path) as dataset:
+        counting = CountingReads(dataset)
+        tiles = MaskTileRows(counting)  # type: ignore[arg-type]
+        for window in block_windows(grid.width, grid.height, 96):
+            got = read_mask_block(tiles, grid, window)
+            # Independently: each 20 m class over the 2 x 2 grid pixels it covers, 0 past the edge.
+            rows = np.arange(window.row_off, window.row_off + window.height) // 2
+            cols = np.arange(window.col_off, window.col_off + window.width) // 2
+            expected = np.zeros((len(rows), len(cols)), dtype=np.uint8)
+            inside_rows, inside_cols = rows < 150, cols < 130
+            expected[np.ix_(inside_rows, inside_cols)] = classes[np.ix_(rows[inside_rows], cols[inside_cols])]
+            np.testing.assert_array_equal(got, expected)
+        # Each of the three tile rows was decoded once, whole.
+        decoded = [(w.row_off, w.height, w.width) for w in counting.windows]
+        assert decoded == [(0, 64, 130), (64, 64, 130), (128, 22, 130)]
+        # A grid that does not share the mask's pixel edges is resampled by GDAL instead.
+        shifted = dataclasses.replace(grid, left=grid.left + 5.0)
+        window = rasterio.windows.Window(0, 0, 50, 40)
+        np.testing.assert_array_equal(
+            read_mask_block(MaskTileRows(dataset), shifted, window),
+            read_block(dataset, shifted, window, Resampling.nearest),
+        )

@@ -59,12 +59,14 @@ from evi_udf.radiometry import (
 )
 from evi_udf.raster_io import (
     GDAL_ENV,
+    MaskTileRows,
     dataset_grid,
     join_uri,
     open_raster,
     open_resolution_level,
     read_block,
     read_level_window,
+    read_mask_block,
     scratch_raster,
     warp_to_grid,
     write_cog,
@@ -227,9 +229,19 @@ class _RawBlock:
     dn: dict[str, np.ndarray] | None
 
 
+@dataclasses.dataclass
+class _SceneReaders:
+    """One product's open files during a composite: its bands (full resolution, or the resolution
+    level of a coarsened grid when ``bands_at_level``) and its cloud mask raster, if any."""
+
+    bands: dict[str, rasterio.io.DatasetReader]
+    mask: MaskTileRows | None
+    bands_at_level: bool = False
+
+
 def _mask_layers(
     scene: _PreparedScene,
-    datasets: dict[str, rasterio.io.DatasetReader],
+    readers: _SceneReaders,
     grid: PixelGrid,
     window: Window,
     config: RasterConfig,
@@ -245,20 +257,18 @@ def _mask_layers(
     """
     shape = (int(window.height), int(window.width))
     everywhere = np.ones(shape, dtype=bool)
-    if scene.mask_kind in ("scl", "classi"):
-        mask = datasets["mask"]
-        factor = max(1, math.ceil(grid.resolution / abs(mask.res[0]) - 1e-9))
+    if readers.mask is not None:
+        mask = readers.mask
+        factor = max(1, math.ceil(grid.resolution / abs(mask.dataset.res[0]) - 1e-9))
         fine_grid, fine_window = grid, window
         if factor > 1:
             fine_grid = grid.refined(factor)
             fine_window = Window(*(value * factor for value in window.flatten()))
         if scene.mask_kind == "scl":
-            scl = read_block(mask, fine_grid, fine_window, Resampling.nearest)
+            scl = read_mask_block(mask, fine_grid, fine_window)
             clear, has_data = scl_clear_mask(scl, config.scl_clear_classes), scl != SCL_NO_DATA
         else:
-            classi = np.stack(
-                [read_block(mask, fine_grid, fine_window, Resampling.nearest, band=b) for b in (1, 2, 3)]
-            )
+            classi = np.stack([read_mask_block(mask, fine_grid, fine_window, band=b) for b in (1, 2, 3)])
             clear = classi_clear_mask(classi, mask_snow=config.l1c_mask_snow)
             has_data = np.ones(clear.shape, dtype=bool)
         if factor > 1:
@@ -280,28 +290,26 @@ def _mask_layers(
 
 def _read_scene_block(
     scene: _PreparedScene,
-    datasets: dict[str, rasterio.io.DatasetReader],
+    readers: _SceneReaders,
     grid: PixelGrid,
     window: Window,
     config: RasterConfig,
     level: int = 1,
-    bands_at_level: bool = False,
 ) -> _RawBlock:
     """Read one product's cloud mask over one block, then its bands only if the mask keeps a pixel.
 
     Decoding the three 10 m bands is most of a group's time, and in a cloudy month most blocks of most
     scenes have no clear pixel: their bands cannot change any output (:func:`observed_and_clear`).
-    ``level``: how many times coarser than the tile's own grid ``grid`` is; ``bands_at_level``: the
-    band datasets are resolution levels on ``grid`` (:func:`read_level_window`).
+    ``level``: how many times coarser than the tile's own grid ``grid`` is.
     """
-    mask_clear, mask_data = _mask_layers(scene, datasets, grid, window, config, coarsened=level > 1)
+    mask_clear, mask_data = _mask_layers(scene, readers, grid, window, config, coarsened=level > 1)
     if config.skip_masked_blocks and not (mask_clear & mask_data).any():
         return _RawBlock(mask_clear, mask_data, None)
-    if bands_at_level:
-        dn = {band: read_level_window(datasets[band], window, nodata=0) for band in EVI_BANDS}
+    if readers.bands_at_level:
+        dn = {band: read_level_window(readers.bands[band], window, nodata=0) for band in EVI_BANDS}
     else:
         resampling = Resampling[config.resampling]
-        dn = {band: read_block(datasets[band], grid, window, resampling, nodata=0) for band in EVI_BANDS}
+        dn = {band: read_block(readers.bands[band], grid, window, resampling, nodata=0) for band in EVI_BANDS}
     return _RawBlock(mask_clear, mask_data, dn)
 
 
@@ -387,21 +395,31 @@ def _composite_native(
     parts = [part for acquisition in acquisitions for part in acquisition.parts]
     grid = native.coarsened(level) if level > 1 else native
     with contextlib.ExitStack() as stack:
-        datasets: dict[str, dict[str, rasterio.io.DatasetReader]] = {}
-        at_level: dict[str, bool] = {}
+        readers: dict[str, _SceneReaders] = {}
         for scene in parts:
             try:
-                opened = {}
-                for band, uri in scene.band_uris.items():
-                    reduced = open_resolution_level(uri, native, level) if level > 1 else None
-                    opened[band] = stack.enter_context(reduced or open_raster(uri))
-                    # A product off the tile's grid (never seen in ESA's archive) is resampled instead.
-                    at_level[scene.ref.product_id] = reduced is not None
+                levels = (
+                    {b: open_resolution_level(u, native, level) for b, u in scene.band_uris.items()}
+                    if level > 1
+                    else {}
+                )
+                if any(dataset is None for dataset in levels.values()):
+                    # Full resolution; off the tile's grid (never seen in ESA's archive) it is resampled.
+                    for dataset in levels.values():
+                        if dataset is not None:
+                            dataset.close()
+                    levels = {}
+                bands = {
+                    band: stack.enter_context(levels.get(band) or open_raster(uri))
+                    for band, uri in scene.band_uris.items()
+                }
+                at_level = bool(levels)
+                mask = None
                 if scene.mask_kind in ("scl", "classi"):
-                    opened["mask"] = stack.enter_context(open_raster(scene.mask_uri))
+                    mask = MaskTileRows(stack.enter_context(open_raster(scene.mask_uri)))
             except EviError as exc:
                 raise _SceneFailed(scene, exc) from exc
-            datasets[scene.ref.product_id] = opened
+            readers[scene.ref.product_id] = _SceneReaders(bands, mask, at_level)
 
         def read_window(window: Window) -> list[_RawBlock | EviError]:
             # GDAL configuration options set by rasterio.Env are per thread.
@@ -409,12 +427,8 @@ def _composite_native(
                 blocks: list[_RawBlock | EviError] = []
                 for scene in parts:
                     try:
-                        product = scene.ref.product_id
-                        blocks.append(
-                            _read_scene_block(
-                                scene, datasets[product], grid, window, config, level, at_level[product]
-                            )
-                        )
+                        scene_readers = readers[scene.ref.product_id]
+                        blocks.append(_read_scene_block(scene, scene_readers, grid, window, config, level))
                     except EviError as exc:
                         blocks.append(exc)
                         break  # the group restarts without this product: reading further is wasted

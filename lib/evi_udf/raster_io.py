@@ -33,10 +33,11 @@ GDAL_ENV: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     # Decode JPEG2000 code-blocks on every core of the executor: decoding is the floor of the run time.
     "GDAL_NUM_THREADS": "ALL_CPUS",
-    # Blocks are aligned with the 1024 x 1024 JPEG2000 tiles, so a decoded tile is needed once, except
-    # SCL (20 m), whose tiles span two block rows: the cache must hold one row of them per scene
-    # (~1 MB each). 512 MB raised peak RSS by ~700 MB at resolution factor 2 (BENCHMARKS.md).
-    "GDAL_CACHEMAX": 128,
+    # GDAL's block cache, in bytes: rasterio hands this value to GDALSetCacheMax64, so a bare 128 was
+    # 128 bytes (no cache at all, until 2026-12-02: every band of a pixel-interleaved scratch raster
+    # was decoded once per band read, 40x slower). Cloud masks do not rely on it (MaskTileRows keeps
+    # their tile rows); it serves the scratch rasters and the COG writer's overviews.
+    "GDAL_CACHEMAX": 64 * 1024 * 1024,
     # Transient HTTP errors (429, 5xx) from GCS are retried instead of failing a scene.
     "GDAL_HTTP_MAX_RETRY": 5,
     "GDAL_HTTP_RETRY_DELAY": 1,
@@ -68,6 +69,9 @@ SCRATCH_PROFILE: dict[str, Any] = {
     "compress": "ZSTD",
     "zstd_level": 1,
     "bigtiff": "IF_SAFER",
+    # Each band in its own tiles: the warp reads one band at a time, and pixel-interleaved tiles
+    # would be decompressed once per band.
+    "interleave": "band",
 }
 
 
@@ -167,6 +171,75 @@ def read_level_window(dataset: DatasetReader, window: Window, nodata: float = 0)
         return block
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(f"{dataset.name}: cannot read block {window} ({exc})") from exc
+
+
+class MaskTileRows:
+    """Windows of one raster read through whole rows of its tiles, each row decoded once.
+
+    Blocks walk the grid row by row, and a cloud mask coarser than the blocks (SCL at 20 m under
+    1024 px blocks at 10 m) has each 1024 px JPEG2000 tile under two block rows and two block
+    columns: read block by block it would be decoded four times. GDAL's block cache cannot keep it
+    between block rows (the band tiles of every scene pass through it meanwhile), so the tile rows in
+    use are kept here, and dropped once the blocks have moved below them: one row of tiles per mask
+    (about 5.5 MB for a full-size SCL).
+    """
+
+    def __init__(self, dataset: DatasetReader) -> None:
+        self.dataset = dataset
+        self.tile_height = dataset.block_shapes[0][0]
+        self._rows: dict[int, np.ndarray] = {}
+
+    def read(self, window: Window) -> np.ndarray:
+        """All bands of ``window`` (whole pixels; 0 where it reaches past the raster), shape
+        (bands, rows, cols)."""
+        dataset = self.dataset
+        col, row = int(window.col_off), int(window.row_off)
+        width, height = int(window.width), int(window.height)
+        block = np.zeros((dataset.count, height, width), dtype=dataset.dtypes[0])
+        top, bottom = max(row, 0), min(row + height, dataset.height)
+        left, right = max(col, 0), min(col + width, dataset.width)
+        if top >= bottom or left >= right:
+            return block
+        first, last = top // self.tile_height, (bottom - 1) // self.tile_height
+        for index in [i for i in self._rows if i < first]:
+            del self._rows[index]
+        for index in range(first, last + 1):
+            if index not in self._rows:
+                start = index * self.tile_height
+                tile_row = Window(0, start, dataset.width, min(self.tile_height, dataset.height - start))
+                try:
+                    self._rows[index] = dataset.read(window=tile_row)
+                except rasterio.errors.RasterioIOError as exc:
+                    raise RasterReadError(f"{dataset.name}: cannot read rows {tile_row} ({exc})") from exc
+            start = index * self.tile_height
+            data = self._rows[index]
+            rows = slice(max(top, start), min(bottom, start + data.shape[1]))
+            block[:, rows.start - row : rows.stop - row, left - col : right - col] = data[
+                :, rows.start - start : rows.stop - start, left:right
+            ]
+        return block
+
+
+def read_mask_block(tiles: MaskTileRows, grid: PixelGrid, window: Window, band: int = 1) -> np.ndarray:
+    """``window`` of ``grid`` from a class raster by nearest neighbour, through its tile rows.
+
+    Where the grid is the raster's own or finer by a whole factor and shares its pixel edges (a tile's
+    masks under its bands), each mask pixel is repeated over the grid pixels it covers (what GDAL's
+    nearest neighbour gives there); otherwise GDAL resamples (:func:`read_block`, no tile-row reuse).
+    """
+    dataset = tiles.dataset
+    source = _aligned_window(dataset, grid, window)
+    repeat = abs(dataset.res[0]) / grid.resolution
+    starts_on_a_pixel = source is not None and all(float(v).is_integer() for v in source.flatten()[:2])
+    if not starts_on_a_pixel or not math.isclose(repeat, round(repeat)) or round(repeat) < 1:
+        return read_block(dataset, grid, window, Resampling.nearest, band=band)
+    factor = round(repeat)
+    # A block of odd width ends within a mask pixel: that whole pixel is read, then cropped.
+    source = Window(source.col_off, source.row_off, math.ceil(source.width), math.ceil(source.height))
+    pixels = tiles.read(source)[band - 1]
+    if factor > 1:
+        pixels = np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+    return pixels[: int(window.height), : int(window.width)]
 
 
 def _aligned_window(dataset: DatasetReader, grid: PixelGrid, window: Window) -> Window | None:
