@@ -33,8 +33,9 @@ run-emulators: setup
 	$(PY) scripts/run_emulators.py $(ARGS)
 
 # The plan only: the groups the config selects, each new / changed / failed / done with the reason
-# (from the output root's commit records), and the rejected index rows. Nothing is processed.
-plan: setup sample
+# (from the output root's commit records), and the rejected index rows. Nothing is processed. The
+# sample is generated only for the default local config: another config plans its own index as is.
+plan: setup $(if $(filter conf/local.yaml,$(CONFIG)),sample)
 	$(PY) -m evi_udf.plan --config $(CONFIG) --master 'local[2]' $(ARGS)
 
 # The wheel Dataproc batches run (scripts/submit.sh and scripts/build_image.sh build it themselves).
@@ -50,20 +51,28 @@ test: setup lint
 # Benchmarks are not part of `make test`: full-size tiles take long (~80 min on 2 cores, plus ~60 min
 # to generate the sample tiles the first time). The speed tiles are 55HBU (fully covered) and 54HXD
 # (a swath edge leaves one scene without data over half the tile). BENCH_ARGS, MEMORY_ARGS,
-# GCS_ARGS and MASK_ARGS override the options of the speed, memory, GCS-read and mask-skip
-# benchmarks; a quick check of the whole chain (not results):
+# GCS_ARGS, MASK_ARGS, LEVELS_ARGS, DRIVER_ARGS and INDEX_ARGS override the options of the speed,
+# memory, GCS-read, mask-skip, resolution-level, driver and index-size benchmarks; a quick check of the
+# whole chain (not results):
 #   make bench BENCH_ARGS="--factors 10 --repeat 1 --spark-tiles 2 --spark-factor 10" \
-#       MEMORY_ARGS="--factors 10" GCS_ARGS="--factor 10" MASK_ARGS="--factor 10 --repeat 1"
+#       MEMORY_ARGS="--factors 10" GCS_ARGS="--factor 10" MASK_ARGS="--factor 10 --repeat 1" \
+#       LEVELS_ARGS="--factor 10 --repeat 1" DRIVER_ARGS="--sizes 20 40" INDEX_ARGS="--rows 100000"
 BENCH_ARGS ?= --factors 1 2 --repeat 3 --tiles 55HBU 54HXD --spark-tiles 8 --spark-factor 1
 MEMORY_ARGS ?= --factors 1 2
 GCS_ARGS ?= --factor 1
 MASK_ARGS ?= --factor 2 --scenes 6 --repeat 3
+LEVELS_ARGS ?= --factor 2 --scenes 6 --repeat 3
+DRIVER_ARGS ?= --sizes 100 1000
+INDEX_ARGS ?= --rows 5000000 20000000
 bench: setup
 	bench/install_gdal.sh
 	$(PY) bench/speed.py $(BENCH_ARGS) --work bench/data
 	$(PY) bench/memory.py $(MEMORY_ARGS) --work bench/data
 	$(PY) bench/gcs_read.py $(GCS_ARGS) --work bench/data
 	$(PY) bench/mask_skip.py $(MASK_ARGS) --work bench/data
+	$(PY) bench/levels.py $(LEVELS_ARGS) --work bench/data
+	$(PY) bench/driver.py $(DRIVER_ARGS) --work bench/data
+	$(PY) bench/index_size.py $(INDEX_ARGS) --work bench/data
 	$(PY) bench/report.py
 
 clean:

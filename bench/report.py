@@ -142,6 +142,112 @@ def mask_skip_section(record: dict) -> list[str]:
     return lines
 
 
+def levels_section(record: dict) -> list[str]:
+    """Coarse outputs from JPEG2000 resolution levels (``bench/levels.py``)."""
+    parameters, machine = record["parameters"], record["machine"]
+    band = parameters["band_metres"]
+    coarse = parameters["coarse"]
+    lines = [
+        "",
+        "## Coarse outputs from JPEG2000 resolution levels (`bench/levels.py`)",
+        "",
+        f"Measured {record['when']} on {machine['cpus']} CPUs ({machine['cpu_model']}). Data: the clear "
+        f"and cloudy months above ({parameters['scenes']} acquisitions, factor {parameters['factor']}: "
+        f"bands of {band} m, so every resolution is scaled by {parameters['factor']}: the output {coarse}x "
+        f"coarser than the bands ({coarse * band} m here) stands for 60 m from real 10 m bands). Fresh "
+        "child per run, "
+        f"methods interleaved, {parameters['repeat']} runs each (medians). `native`: the composite on the "
+        f"tile's grid (the \"10 m\" output). `levels`: a shared grid {coarse}x coarser in the tile's CRS, "
+        "anchored at its corner, default `raster.coarse_reads: resolution_levels` (bands decoded at their "
+        '4x level, the "40 m" one, composite averaged onto the grid); `full`: the same grid with '
+        '`coarse_reads: full` (bands decoded whole, the "10 m" composite averaged onto the grid: the '
+        "reference for the difference; both coarse runs use `raster.resampling: average`). Target: "
+        "`levels` >= 5x faster than `native`.",
+        "",
+        "| month | native (s) | levels (s) | full (s) | native / levels | target | full / levels "
+        "| peak RSS native / levels (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, month in record["months"].items():
+        medians = month["medians"]
+        lines.append(
+            f"| {name} | {medians['native']['seconds']:.1f} | {medians['levels']['seconds']:.1f} | "
+            f"{medians['full']['seconds']:.1f} | {month['native_over_levels']:.1f} | "
+            f">= {month['target']:g} ({_met(month['met'])}) | {month['full_over_levels']:.1f} | "
+            f"{medians['native']['peak_rss_mib']:.0f} / {medians['levels']['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        "Difference of the EVI of averaged reflectance (`levels`) to the averaged EVI (`full`), per "
+        "output pixel where both have a value. It mixes three effects: EVI is not linear, so the EVI of a "
+        "mean differs from the mean of EVIs where a coarse pixel holds different covers; a coarse pixel "
+        "is kept only if the mask keeps all of it, while `full` averages whatever 10 m pixels are clear "
+        "(so near clouds the two use different scenes); and the median is taken before averaging in "
+        "`full`, after it in `levels`.",
+        "",
+        "| month | pixels with a value (levels / full) | median abs | p90 | p95 | p99 | max | mean "
+        "(levels - full) | within 0.01 / 0.02 / 0.05 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, month in record["months"].items():
+        diff = month["difference"]
+        p = diff["abs_percentiles"]
+        within = diff["share_within"]
+        lines.append(
+            f"| {name} | {diff['valid_levels']} / {diff['valid_full']} of {diff['pixels']} | "
+            f"{p['50']:.4f} | {p['90']:.4f} | {p['95']:.4f} | {p['99']:.4f} | {p['100']:.4f} | "
+            f"{diff['mean_difference']:+.4f} | {within['0.01']:.0%} / {within['0.02']:.0%} / "
+            f"{within['0.05']:.0%} |"
+        )
+    return lines
+
+
+def index_size_section(record: dict) -> list[str]:
+    """The index at real size against DuckDB (``bench/index_size.py``)."""
+    parameters, machine = record["parameters"], record["machine"]
+    lines = [
+        "",
+        "## The index at real size, against DuckDB (`bench/index_size.py`)",
+        "",
+        f"Measured {record['when']} on {machine['cpus']} CPUs ({machine['cpu_model']}). A synthetic index "
+        f"with the real 14 columns over {parameters['tiles']:,} MGRS tiles, 2017-2025, a few hundred "
+        "corrupt lines spread over it; the query: "
+        f"{parameters['query']}. `spark`: `select_scenes` + `plan_groups` + the rejected rows (what "
+        "`make plan` runs) in a `local[2]` session already started (its start, JVM and first job, is "
+        "given apart); `duckdb`: the same filter and grouping in SQL on the same file, 2 threads, no "
+        "validation or deduplication. Fresh child per run, "
+        f"{parameters['repeat']} runs each (medians). Target: within 2x of DuckDB on the Parquet cache.",
+        "",
+        "| rows | file | spark (s) | duckdb (s) | spark / duckdb | session start (s) | scenes spark / duckdb "
+        "| rejected rows | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in record["sizes"]:
+        for source in ("parquet", "csv"):
+            data = size[source]
+            first_spark, first_duck = data["runs"]["spark"][0], data["runs"]["duckdb"][0]
+            target = f"<= {size['target']:g} ({_met(size['met'])})" if source == "parquet" else "-"
+            lines.append(
+                f"| {size['rows']:,} | {source} | {data['spark_seconds']:.1f} | "
+                f"{data['duckdb_seconds']:.2f} | {data['ratio']:.1f} | {data['session_seconds']:.1f} | "
+                f"{first_spark['scenes']} / {first_duck['scenes']} | {first_spark['rejected']} | {target} |"
+            )
+    lines += [
+        "",
+        "Converting the CSV.gz into the partitioned Parquet cache:",
+        "",
+        "| rows | CSV.gz (MB) | spark (s) | spark JVM peak RSS (MiB) | duckdb (s) | duckdb peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for size in record["sizes"]:
+        spark, duck = size["convert_spark"], size["convert_duckdb"]
+        lines.append(
+            f"| {size['rows']:,} | {size['csv_bytes'] / 1e6:.0f} | {spark['seconds']:.0f} | "
+            f"{spark['jvm_peak_rss_mib']:.0f} | {duck['seconds']:.0f} | {duck['peak_rss_mib']:.0f} |"
+        )
+    return lines
+
+
 def driver_section(record: dict) -> list[str]:
     """The driver's cost per group at 100 and 1,000 groups (``bench/driver.py``)."""
     parameters, machine = record["parameters"], record["machine"]
@@ -426,6 +532,12 @@ def main() -> int:
     mask_skip = RESULTS / "mask_skip.json"
     if mask_skip.exists():
         sections += mask_skip_section(json.loads(mask_skip.read_text()))
+    levels = RESULTS / "levels.json"
+    if levels.exists():
+        sections += levels_section(json.loads(levels.read_text()))
+    index_size = RESULTS / "index_size.json"
+    if index_size.exists():
+        sections += index_size_section(json.loads(index_size.read_text()))
     driver = RESULTS / "driver.json"
     if driver.exists():
         sections += driver_section(json.loads(driver.read_text()))

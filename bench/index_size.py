@@ -1,0 +1,351 @@
+"""The index at real size: selection and planning on millions of rows, against DuckDB on the same files.
+
+A synthetic index with the real 14 columns is generated (``--rows`` rows over 20,000 MGRS tiles,
+2017-2025, values shaped like the real ones: product ids with baselines and generation times, UTM
+zones 1-60, cloud cover 0-100, a few hundred corrupt lines with the wrong field count spread over
+the world), written as ``index.csv.gz`` and converted to the partitioned Parquet cache
+(``write_index_parquet``, Spark ``local[2]``; DuckDB's ``COPY ... PARTITION_BY`` for comparison).
+Then, on both files, the query a user plans: one year, 5 tiles, cloud cover < 30, monthly groups.
+
+* ``spark``: :func:`evi_udf.catalog.select_scenes` + :func:`~evi_udf.catalog.plan_groups` + the
+  rejected rows (what ``make plan`` runs), in a session already started (JVM start excluded, and
+  measured separately);
+* ``duckdb``: the same filter and grouping in SQL over the same file (its own single process, 2
+  threads), with no deduplication or validation (a lower bound on any engine's time).
+
+Each measurement is a fresh child process, ``--repeat`` times (medians). Targets: plan within 2x of
+DuckDB on the Parquet cache; the conversion reported with its peak memory.
+
+    .venv/bin/python bench/index_size.py [--rows 5000000] [--repeat 2] [--work bench/data]
+
+Results go to ``bench/results/index_size.json``; ``bench/report.py`` writes them into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from speed import helper, log, measure  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "index_size.json"
+TILES = 20_000
+SEED = 5
+YEAR = 2023
+QUERY_TILES = 5
+MAX_CLOUD = 30.0
+CORRUPT_LINES = 300
+PLAN_TARGET = 2.0
+BANDS = "CDEFGHJKLMNPQRSTUVWX"  # latitude bands, 8 degrees each from 80 S
+COLUMN_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
+
+
+def tile_names(count: int) -> list[str]:
+    """``count`` distinct well-formed MGRS tile names spread over the 60 zones and 20 bands."""
+    names: list[str] = []
+    index = 0
+    while len(names) < count:
+        zone = index % 60 + 1
+        band = BANDS[(index // 60) % len(BANDS)]
+        square = index // (60 * len(BANDS))
+        column = COLUMN_LETTERS[square % len(COLUMN_LETTERS)]
+        row = ROW_LETTERS[(square // len(COLUMN_LETTERS)) % len(ROW_LETTERS)]
+        names.append(f"{zone:02d}{band}{column}{row}")
+        index += 1
+    return names
+
+
+def child_generate(path: str, rows: str) -> dict[str, Any]:
+    """Write the synthetic ``index.csv.gz`` (vectorized; a few hundred corrupt lines appended)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    count = int(rows)
+    rng = np.random.default_rng(SEED)
+    names = np.array(tile_names(TILES))
+    tile_index = rng.integers(0, TILES, count)
+    tiles = names[tile_index]
+    zones = tile_index % 60 + 1
+    bands = (tile_index // 60) % len(BANDS)
+    start = np.datetime64("2017-01-01T00:00:00", "ms")
+    span_ms = (np.datetime64("2026-01-01T00:00:00", "ms") - start).astype(np.int64)
+    sensing = start + rng.integers(0, span_ms, count).astype("timedelta64[ms]")
+    generation = sensing + rng.integers(3_600_000, 30 * 86_400_000, count).astype("timedelta64[ms]")
+    baselines = np.array(["N0214", "N0400", "N0500", "N0510"])[rng.integers(0, 4, count)]
+    satellites = np.array(["S2A", "S2B"])[rng.integers(0, 2, count)]
+    sensing_text = np.datetime_as_string(sensing, unit="us").astype(object) + "Z"
+    generation_text = np.datetime_as_string(generation, unit="us").astype(object) + "Z"
+
+    def compact_time(values: np.ndarray) -> np.ndarray:
+        text = np.datetime_as_string(values, unit="s")
+        return np.char.replace(np.char.replace(text, "-", ""), ":", "").astype(object)
+
+    def padded(values: np.ndarray, width: int) -> np.ndarray:
+        return np.char.zfill(values.astype(str), width).astype(object)
+
+    compact, generated = compact_time(sensing), compact_time(generation)
+    orbit = rng.integers(1, 144, count)
+    absolute = rng.integers(1000, 45000, count)
+    south = -80.0 + bands * 8.0 + rng.uniform(0, 7, count)
+    west = -180.0 + (zones - 1) * 6.0 + rng.uniform(0, 5, count)
+    baseline_text = baselines.astype(object)
+    satellite_text = satellites.astype(object)
+    tile_text = tiles.astype(object)
+    product = (
+        satellite_text
+        + "_MSIL2A_"
+        + compact
+        + "_"
+        + baseline_text
+        + "_R"
+        + padded(orbit, 3)
+        + "_T"
+        + tile_text
+    ) + ("_" + generated)
+    granule = "L2A_T" + tile_text + "_A" + padded(absolute, 6) + "_" + compact
+    datatake = (
+        "G"
+        + satellite_text
+        + "_"
+        + compact
+        + "_"
+        + padded(absolute, 6)
+        + "_"
+        + np.vectorize(lambda b: f"{b[:3]}.{b[3:]}", otypes=[object])(baselines)
+    )
+    table = pa.table(
+        {
+            "GRANULE_ID": granule,
+            "PRODUCT_ID": product,
+            "DATATAKE_IDENTIFIER": datatake,
+            "MGRS_TILE": tiles,
+            "SENSING_TIME": sensing_text,
+            "TOTAL_SIZE": rng.integers(100_000_000, 900_000_000, count).astype(str),
+            "CLOUD_COVER": np.char.mod("%.6f", rng.uniform(0, 100, count)),
+            "GEOMETRIC_QUALITY_FLAG": np.array(["PASSED", "PASSED", "PASSED", ""])[rng.integers(0, 4, count)],
+            "GENERATION_TIME": generation_text,
+            "NORTH_LAT": np.char.mod("%.7f", south + 1.0),
+            "SOUTH_LAT": np.char.mod("%.7f", south),
+            "WEST_LON": np.char.mod("%.7f", west),
+            "EAST_LON": np.char.mod("%.7f", west + 1.3),
+            "BASE_URL": "gs://gcp-public-data-sentinel-2/L2/tiles/" + tile_text + "/" + product + ".SAFE",
+        }
+    )
+    destination = Path(path)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with pa.CompressedOutputStream(str(destination), "gzip") as stream:
+        # The header as the real index spells it (pyarrow would quote the names).
+        stream.write((",".join(table.column_names) + "\n").encode())
+        pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        # Corrupt lines (a field too many) spread over the index's tiles and years.
+        lines = [
+            ",".join(str(table.column(c)[int(i)]) for c in table.column_names) + ",extra"
+            for i in rng.integers(0, count, CORRUPT_LINES)
+        ]
+        stream.write(("\n".join(lines) + "\n").encode())
+    return {"rows": count, "corrupt_lines": CORRUPT_LINES, "seconds": time.perf_counter() - started}
+
+
+def query_tiles() -> list[str]:
+    return tile_names(TILES)[1000 : 1000 + QUERY_TILES]
+
+
+def child_convert_spark(csv: str, cache: str) -> dict[str, Any]:
+    from evi_udf.index_cache import write_index_parquet
+    from evi_udf.spark_session import build_session
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = build_session("evi-bench-index", master="local[2]")
+    started = time.perf_counter()
+    summary = write_index_parquet(spark, csv, cache)
+    seconds = time.perf_counter() - started
+    jvm = _jvm_peak_mib(spark)
+    spark.stop()
+    return {"seconds": seconds, "rows": summary.rows, "jvm_peak_rss_mib": jvm, **_own_peak()}
+
+
+def child_convert_duckdb(csv: str, cache: str) -> dict[str, Any]:
+    import duckdb
+
+    shutil.rmtree(cache, ignore_errors=True)
+    connection = duckdb.connect()
+    connection.execute("SET threads = 2")
+    started = time.perf_counter()
+    connection.execute(
+        f"""COPY (SELECT *, substr(MGRS_TILE, 1, 2) AS utm_zone_part,
+            substr(SENSING_TIME, 1, 4) AS sensing_year
+        FROM read_csv('{csv}', all_varchar = true, header = true, ignore_errors = true))
+        TO '{cache}' (FORMAT parquet, PARTITION_BY (utm_zone_part, sensing_year))"""
+    )
+    return {"seconds": time.perf_counter() - started, **_own_peak()}
+
+
+def child_plan_spark(index: str) -> dict[str, Any]:
+    from evi_udf.catalog import plan_groups, select_scenes
+    from evi_udf.config import CatalogConfig
+    from evi_udf.spark_session import build_session
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    started = time.perf_counter()
+    spark = build_session("evi-bench-index", master="local[2]")
+    spark.range(1).count()  # the JVM and its first job started
+    session_seconds = time.perf_counter() - started
+    config = CatalogConfig(
+        index_uri=index,
+        start_date=dt.date(YEAR, 1, 1),
+        end_date=dt.date(YEAR, 12, 31),
+        tiles=tuple(query_tiles()),
+        max_cloud_cover=MAX_CLOUD,
+        geometric_quality="any",
+        period="month",
+    )
+    started = time.perf_counter()
+    selection = select_scenes(spark, config)
+    groups = plan_groups(selection)
+    rejected = selection.rejected.count()
+    seconds = time.perf_counter() - started
+    jvm = _jvm_peak_mib(spark)
+    spark.stop()
+    return {
+        "seconds": seconds,
+        "session_seconds": session_seconds,
+        "groups": len(groups),
+        "scenes": int(groups["scene_count"].sum()),
+        "rejected": int(rejected),
+        "jvm_peak_rss_mib": jvm,
+        **_own_peak(),
+    }
+
+
+def child_plan_duckdb(index: str) -> dict[str, Any]:
+    import duckdb
+
+    tiles = ", ".join(f"'{t}'" for t in query_tiles())
+    if index.endswith(".parquet"):
+        source = f"read_parquet('{index}/*/*/*.parquet', hive_partitioning = true)"
+    else:
+        source = f"read_csv('{index}', all_varchar = true, header = true, ignore_errors = true)"
+    connection = duckdb.connect()
+    connection.execute("SET threads = 2")
+    started = time.perf_counter()
+    rows = connection.execute(
+        f"""SELECT MGRS_TILE, substr(SENSING_TIME, 1, 7) AS month, count(*) AS scenes
+        FROM {source}
+        WHERE MGRS_TILE IN ({tiles}) AND SENSING_TIME >= '{YEAR}-01-01' AND SENSING_TIME < '{YEAR + 1}-01-01'
+          AND TRY_CAST(CLOUD_COVER AS DOUBLE) <= {MAX_CLOUD}
+        GROUP BY ALL"""
+    ).fetchall()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "groups": len(rows), "scenes": sum(r[2] for r in rows), **_own_peak()}
+
+
+def _own_peak() -> dict[str, float]:
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _jvm_peak_mib(spark: Any) -> float:
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+CHILDREN = {
+    "generate": child_generate,
+    "convert_spark": child_convert_spark,
+    "convert_duckdb": child_convert_duckdb,
+    "plan_spark": child_plan_spark,
+    "plan_duckdb": child_plan_duckdb,
+}
+
+
+def run(kind: str, *args: str) -> dict[str, Any]:
+    return measure([sys.executable, str(Path(__file__).resolve()), "--child", kind, *args])
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[5_000_000], help="index sizes")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (medians)")
+    parser.add_argument("--work", type=Path, default=Path("bench/data"), help="data and scratch folder")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(CHILDREN[args.child[0]](*args.child[1:])))
+        return 0
+    work = args.work.resolve()
+    record: dict[str, Any] = {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **helper("environment"),
+        "parameters": {
+            "tiles": TILES,
+            "query": f"{YEAR}, {QUERY_TILES} tiles, cloud <= {MAX_CLOUD:g}, monthly",
+            "repeat": args.repeat,
+            "seed": SEED,
+        },
+        "sizes": [],
+    }
+    for rows in args.rows:
+        folder = work / f"index_{rows}"
+        csv = folder / "index.csv.gz"
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            log(f"generating {csv}")
+            run("generate", str(csv), str(rows))
+            (folder / ".complete").write_text("done\n")
+        size: dict[str, Any] = {"rows": rows, "csv_bytes": csv.stat().st_size}
+        log(f"{rows} rows: converting")
+        size["convert_spark"] = run("convert_spark", str(csv), str(folder / "index.parquet"))
+        size["convert_duckdb"] = run("convert_duckdb", str(csv), str(folder / "duckdb.parquet"))
+        for source, path in (("parquet", folder / "index.parquet"), ("csv", csv)):
+            runs: dict[str, list[dict[str, Any]]] = {"spark": [], "duckdb": []}
+            for _ in range(args.repeat):
+                runs["spark"].append(run("plan_spark", str(path)))
+                runs["duckdb"].append(run("plan_duckdb", str(path)))
+            spark_seconds = _median([r["seconds"] for r in runs["spark"]])
+            duck_seconds = _median([r["seconds"] for r in runs["duckdb"]])
+            size[source] = {
+                "runs": runs,
+                "spark_seconds": spark_seconds,
+                "duckdb_seconds": duck_seconds,
+                "ratio": spark_seconds / duck_seconds,
+                "session_seconds": _median([r["session_seconds"] for r in runs["spark"]]),
+                "same_scenes": runs["spark"][0]["scenes"] == runs["duckdb"][0]["scenes"],
+            }
+            log(
+                f"{rows} rows, {source}: spark {spark_seconds:.1f} s, duckdb {duck_seconds:.2f} s, "
+                f"scenes {runs['spark'][0]['scenes']} / {runs['duckdb'][0]['scenes']}"
+            )
+        size["target"] = PLAN_TARGET
+        size["met"] = size["parquet"]["ratio"] <= PLAN_TARGET
+        record["sizes"].append(size)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
