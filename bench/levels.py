@@ -112,6 +112,9 @@ def child(kind: str, args: list[str]) -> dict[str, Any]:
         return child_run(*args)
     if kind == "difference":
         return child_difference(*args)
+    if kind == "archive":
+        work, profile, factor, scenes = args
+        return {"root": str(archive(Path(work), profile, int(factor), int(scenes)))}
     if kind == "scenes":
         return {"base_urls": list(selection(args[0]).base_url)}
     raise SystemExit(f"unknown child {kind}")
@@ -150,7 +153,8 @@ def main() -> int:
     }
     methods = ("native", "levels", "full")
     for profile in PROFILES:
-        root = archive(work, profile, args.factor, args.scenes)
+        # Generated in a child, so that the harness's peak RSS stays small (children inherit it).
+        root = Path(run("archive", str(work), profile, str(args.factor), str(args.scenes))["root"])
         index = str(root / "L2" / "index.csv.gz")
         warm_page_cache(run("scenes", index)["base_urls"])
         runs: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
