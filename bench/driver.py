@@ -31,7 +31,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from speed import helper, log, measure  # noqa: E402
+from speed import helper, jvm_peak_mib, log, measure  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "driver.json"
 FACTOR = 366  # 30 x 30 px bands
@@ -82,15 +82,6 @@ def child_archive(work: str, count: str) -> dict[str, Any]:
     return {"root": str(root)}
 
 
-def _jvm_peak_mib(spark: Any) -> float:
-    """VmHWM of the JVM behind ``spark`` (the driver's Java side), in MiB."""
-    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def child_run(index: str, out: str, tile_list: str) -> dict[str, Any]:
     import resource
 
@@ -117,7 +108,7 @@ def child_run(index: str, out: str, tile_list: str) -> dict[str, Any]:
     report = run(spark, config, ParquetSink(f"{out}/tables"), log=lambda _: None)
     wall = time.perf_counter() - started
     composites = ParquetSink(f"{out}/tables").read("evi_composites")
-    jvm = _jvm_peak_mib(spark)
+    jvm = jvm_peak_mib(spark)
     spark.stop()
     groups = report.groups_planned
     process = report.phase_seconds["process"]

@@ -27,8 +27,8 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,7 +38,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from speed import helper, log, measure  # noqa: E402
+from speed import _own_peak, helper, jvm_peak_mib, log, measure  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "index_size.json"
 TILES = 20_000
@@ -174,7 +174,7 @@ def child_convert_spark(csv: str, cache: str) -> dict[str, Any]:
     started = time.perf_counter()
     summary = write_index_parquet(spark, csv, cache)
     seconds = time.perf_counter() - started
-    jvm = _jvm_peak_mib(spark)
+    jvm = jvm_peak_mib(spark)
     spark.stop()
     return {"seconds": seconds, "rows": summary.rows, "jvm_peak_rss_mib": jvm, **_own_peak()}
 
@@ -219,7 +219,7 @@ def child_plan_spark(index: str) -> dict[str, Any]:
     groups = plan_groups(selection)
     rejected = selection.rejected.count()
     seconds = time.perf_counter() - started
-    jvm = _jvm_peak_mib(spark)
+    jvm = jvm_peak_mib(spark)
     spark.stop()
     return {
         "seconds": seconds,
@@ -254,18 +254,6 @@ def child_plan_duckdb(index: str) -> dict[str, Any]:
     return {"seconds": seconds, "groups": len(rows), "scenes": sum(r[2] for r in rows), **_own_peak()}
 
 
-def _own_peak() -> dict[str, float]:
-    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def _jvm_peak_mib(spark: Any) -> float:
-    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 CHILDREN = {
     "generate": child_generate,
     "convert_spark": child_convert_spark,
@@ -277,12 +265,6 @@ CHILDREN = {
 
 def run(kind: str, *args: str) -> dict[str, Any]:
     return measure([sys.executable, str(Path(__file__).resolve()), "--child", kind, *args])
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> int:
@@ -325,14 +307,14 @@ def main() -> int:
             for _ in range(args.repeat):
                 runs["spark"].append(run("plan_spark", str(path)))
                 runs["duckdb"].append(run("plan_duckdb", str(path)))
-            spark_seconds = _median([r["seconds"] for r in runs["spark"]])
-            duck_seconds = _median([r["seconds"] for r in runs["duckdb"]])
+            spark_seconds = statistics.median([r["seconds"] for r in runs["spark"]])
+            duck_seconds = statistics.median([r["seconds"] for r in runs["duckdb"]])
             size[source] = {
                 "runs": runs,
                 "spark_seconds": spark_seconds,
                 "duckdb_seconds": duck_seconds,
                 "ratio": spark_seconds / duck_seconds,
-                "session_seconds": _median([r["session_seconds"] for r in runs["spark"]]),
+                "session_seconds": statistics.median([r["session_seconds"] for r in runs["spark"]]),
                 "same_scenes": runs["spark"][0]["scenes"] == runs["duckdb"][0]["scenes"],
             }
             log(

@@ -28,6 +28,7 @@ import argparse
 import datetime as dt
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from mask_skip import PROFILES, _median, archive, selection  # noqa: E402
+from mask_skip import PROFILES, archive, selection  # noqa: E402
 from speed import _own_peak, log, measure, warm_page_cache  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "levels.json"
@@ -167,8 +168,8 @@ def main() -> int:
             log(f"{profile} #{attempt}: {timings}")
         medians = {
             method: {
-                "seconds": _median([r["seconds"] for r in rows]),
-                "peak_rss_mib": _median([r["peak_rss_mib"] for r in rows]),
+                "seconds": statistics.median([r["seconds"] for r in rows]),
+                "peak_rss_mib": statistics.median([r["peak_rss_mib"] for r in rows]),
             }
             for method, rows in runs.items()
         }

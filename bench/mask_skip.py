@@ -30,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -186,12 +187,6 @@ def run(kind: str, *args: str) -> dict[str, Any]:
     return measure([sys.executable, str(Path(__file__).resolve()), "--child", kind, *args])
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", type=int, default=2, help="resolution factor (1 = full size)")
@@ -244,8 +239,8 @@ def main() -> int:
         odc_agreement = run("agreement", runs["ours"][0]["cog"], runs["odc"][0]["cog"])
         medians = {
             name: {
-                "seconds": _median([r["seconds"] for r in rows]),
-                "peak_rss_mib": _median([r["peak_rss_mib"] for r in rows]),
+                "seconds": statistics.median([r["seconds"] for r in rows]),
+                "peak_rss_mib": statistics.median([r["peak_rss_mib"] for r in rows]),
             }
             for name, rows in runs.items()
         }

@@ -230,6 +230,15 @@ def child_ours(index: str, tile: str, out: str) -> dict[str, Any]:
     }
 
 
+def jvm_peak_mib(spark: Any) -> float:
+    """Peak RSS (VmHWM) of the JVM behind ``spark``, in MiB: the Java side of a PySpark driver."""
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _own_peak() -> dict[str, float]:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
