@@ -246,6 +246,7 @@ def main() -> int:
         }
         ratio = medians["ours"]["seconds"] / medians["decode"]["seconds"]
         record["months"][profile] = {
+            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **{k: v for k, v in scenes.items() if k != "base_urls"},
             "scenes": len(scenes["base_urls"]),
             "medians": medians,
