@@ -27,6 +27,7 @@ import pandas as pd
 from evi_udf.config import MGRS_TILE_PATTERN, CatalogConfig, StorageConfig
 from evi_udf.errors import CatalogError, EviError, IndexSchemaError
 from evi_udf.index_rules import (
+    LEVEL_IN_PRODUCT_ID,
     LINE_DATE_PATTERN,
     LINE_ZONE_PATTERN,
     assign_periods,
@@ -396,7 +397,10 @@ def raw_filter(config: CatalogConfig) -> Column:
     conditions = []
     product = F.coalesce(F.col("PRODUCT_ID"), F.lit(""))
     conditions.append(
-        unknown_or(product.rlike("(^|_)MSI(L1C|L2A)(_|$)"), product.rlike(f"(^|_)MSI{config.level}(_|$)"))
+        unknown_or(
+            product.rlike(LEVEL_IN_PRODUCT_ID.format(level="L1C|L2A")),
+            product.rlike(LEVEL_IN_PRODUCT_ID.format(level=config.level)),
+        )
     )
     time_text = F.col("SENSING_TIME")
     day = F.substring(time_text, 1, 10)

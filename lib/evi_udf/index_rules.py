@@ -159,15 +159,16 @@ def _parse_box(problems: _Problems, text: dict[str, pd.Series]) -> pd.DataFrame:
     )
 
 
-def _parse_level(problems: _Problems, product: pd.Series) -> pd.Series:
-    level = product.str.extract(r"(?:^|_)MSI(L1C|L2A)(?:_|$)", expand=False)
-    problems.add(
-        level.isna().to_numpy() & (product != "").to_numpy(),
-        "PRODUCT_ID",
-        product,
-        "names no processing level (MSIL1C or MSIL2A)",
-    )
-    return level.astype(object).where(level.notna(), None)
+# The processing level in a product id; ``{level}`` is L1C|L2A, or one level (Spark's raw filter).
+LEVEL_IN_PRODUCT_ID = r"(?:^|_)MSI({level})(?:_|$)"
+
+
+def _product_part(problems: _Problems, product: pd.Series, pattern: str, reason: str) -> pd.Series:
+    """The first group of ``pattern`` in each non-empty product id; a product id without it is a
+    problem with ``reason``."""
+    part = product.str.extract(pattern, expand=False)
+    problems.add(part.isna().to_numpy() & (product != "").to_numpy(), "PRODUCT_ID", product, reason)
+    return part.astype(object).where(part.notna(), None)
 
 
 def _corrupt_mask(raw: pd.DataFrame) -> np.ndarray:
@@ -240,15 +241,15 @@ def parse_index(raw: pd.DataFrame) -> pd.DataFrame:
     out = out.join(_parse_box(problems, text))
     base_url = text["BASE_URL"]
     out["base_url"] = _nullable_text(base_url)
-    out["level"] = _parse_level(problems, product)
-    mission = product.str.extract(r"^(S2[A-Z])_", expand=False)
-    problems.add(
-        mission.isna().to_numpy() & (product != "").to_numpy(),
-        "PRODUCT_ID",
+    out["level"] = _product_part(
+        problems,
         product,
-        "does not start with a Sentinel-2 mission (S2A_, S2B_, S2C_)",
+        LEVEL_IN_PRODUCT_ID.format(level="L1C|L2A"),
+        "names no processing level (MSIL1C or MSIL2A)",
     )
-    out["mission"] = mission.astype(object).where(mission.notna(), None)
+    out["mission"] = _product_part(
+        problems, product, r"^(S2[A-Z])_", "does not start with a Sentinel-2 mission (S2A_, S2B_, S2C_)"
+    )
 
     baseline = _processing_baseline(base_url, product, granule, datatake)
     problems.add(
