@@ -10,7 +10,10 @@ import dataclasses
 import datetime as dt
 import io
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +51,8 @@ from evi_udf.catalog import (
 )
 from evi_udf.config import CatalogConfig
 from evi_udf.errors import CatalogError, IndexSchemaError
+from evi_udf.index_arrow import driver_selection_applies, rows_to_read, select_scenes_on_driver
+from evi_udf.job import planned_groups, planned_groups_pandas
 
 pytestmark = pytest.mark.integration
 
@@ -259,20 +264,29 @@ def test_parquet_cache_round_trip_and_partition_pruning(spark, tmp_path: Path) -
     with pytest.raises(Exception, match="(?i)parquet"):
         spark.read.parquet(str(cache / "utm_zone_part=29" / "sensing_year=2020")).count()
 
-    # ...so the selection succeeding proves the partitions were pruned before any file was opened.
+    # ...so the selection succeeding proves the partitions were pruned before any file was opened:
+    # by Spark (driver_selection_max_rows 0) and by pyarrow on the driver (the default here).
     config = CatalogConfig(
         index_uri=str(cache), tiles=("55HBU",), start_date=dt.date(2023, 1, 1), end_date=dt.date(2023, 12, 31)
     )
-    selection = select_scenes(spark, config)
-    scenes = selection.scenes.toPandas()
-    rejected = selection.rejected.toPandas()
-    assert list(scenes["granule_id"]) == [L2A_55HBU["GRANULE_ID"]]
-    assert sorted(rejected["granule_id"]) == ["bad-tile", "bad-time", "corrupt"]
+    # Partitions 55/2023 (the 55HBU row), null/2023 (bad tile), 55/null (bad time), null/null (corrupt).
+    assert rows_to_read(cache, config) == 4
+    assert driver_selection_applies(config)
+    assert not driver_selection_applies(dataclasses.replace(config, driver_selection_max_rows=3))
     expected_scenes, expected_rejected = select_scenes_pandas(
         read_index_pandas(csv_path), dataclasses.replace(config, index_uri=str(csv_path))
     )
-    assert records(scenes, SCENE_INT_COLUMNS) == records(expected_scenes, SCENE_INT_COLUMNS)
-    assert records(rejected) == records(expected_rejected)
+    for max_rows in (0, 1000):
+        selection = select_scenes(spark, dataclasses.replace(config, driver_selection_max_rows=max_rows))
+        scenes = selection.scenes.toPandas()
+        rejected = selection.rejected.toPandas()
+        assert list(scenes["granule_id"]) == [L2A_55HBU["GRANULE_ID"]]
+        assert sorted(rejected["granule_id"]) == ["bad-tile", "bad-time", "corrupt"]
+        assert records(scenes, SCENE_INT_COLUMNS) == records(expected_scenes, SCENE_INT_COLUMNS)
+        assert records(rejected) == records(expected_rejected)
+    # A query that needs a spoiled partition names the cache, on the driver as in Spark.
+    with pytest.raises(CatalogError, match=re.escape(f"cannot read the Sentinel-2 index {cache}")):
+        select_scenes_on_driver(dataclasses.replace(config, tiles=("29SND",)))
 
 
 def test_plan_and_cli_report(spark, tmp_path: Path, capsys) -> None:
@@ -346,6 +360,55 @@ def test_index_cache_job_writes_a_cache_that_selects_like_the_csv(spark, tmp_pat
         expected_scenes, SCENE_INT_COLUMNS
     )
     assert records(selection.rejected.toPandas()) == records(expected_rejected)
+    # The groups and scene-set fingerprints the job plans from: formatted by Spark from the Spark
+    # selection, and in Python from the driver's, identical (generation times to the microsecond).
+    in_spark = planned_groups(
+        select_scenes(spark, dataclasses.replace(config, driver_selection_max_rows=0)).scenes
+    )
+    assert planned_groups_pandas(expected_scenes) == in_spark
+    assert [(p.key.mgrs_tile, p.key.period, p.scene_count) for p in in_spark] == [
+        ("29SND", "2020-12", 1),
+        ("55HBU", "2022-06", 1),
+        ("55HBU", "2023-02", 1),
+    ]
+
+    # `make plan` on the cache starts no JVM: with Java made unreachable it still plans (and fails on
+    # the CSV, which needs Spark, so the environment really does keep Spark from starting).
+    job_config = tmp_path / "plan.yaml"
+    job_config.write_text(
+        f"catalog:\n  index_uri: {cache}\n  period: month\noutput:\n  root: {tmp_path / 'out'}\n"
+    )
+    # spark-submit runs $JAVA_HOME/bin/java when JAVA_HOME is set.
+    no_java = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}
+    planned = subprocess.run(
+        [sys.executable, "-m", "evi_udf.plan", "--config", str(job_config), "--master", "local[2]"],
+        capture_output=True,
+        text=True,
+        env=no_java,
+        check=False,
+    )
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    # As above: 55HBU 2023-02 and 2022-06, 29SND 2020-12 (the 05.10 product); 4 rejected rows.
+    assert "3 scenes in 3 groups (tile x month): 3 new" in planned.stdout
+    assert "4 rejected rows" in planned.stdout
+    on_csv = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evi_udf.plan",
+            "--config",
+            str(job_config),
+            "--master",
+            "local[2]",
+            "--set",
+            f"catalog.index_uri={csv_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=no_java,
+        check=False,
+    )
+    assert on_csv.returncode != 0
 
     # Wrong outputs are refused with the reason, before anything is written.
     for out, message in [

@@ -246,7 +246,7 @@ def test_scenes_that_arrive_later_remake_only_their_groups(spark, archive, clean
 
     lines: list[str] = []
     later = load_config(write_config(tmp_path / "later.yaml", archive, out))
-    groups, _ = plan_table(spark, later)  # what `make plan` prints
+    groups, _ = plan_table(later, lambda: spark)  # what `make plan` prints
     states = groups.set_index(["mgrs_tile", "period"])
     assert set(states.xs("2022-01", level="period").state) == {"done"}
     assert set(states.xs("2022-02", level="period").state) == {"changed"}

@@ -495,6 +495,10 @@ def select_scenes(spark: SparkSession, config: CatalogConfig) -> CatalogSelectio
     """
     from pyspark.sql import functions as F
 
+    from evi_udf.index_arrow import driver_selection_applies, select_scenes_on_driver
+
+    if driver_selection_applies(config):
+        return selection_from_pandas(spark, *select_scenes_on_driver(config))
     raw = read_index(spark, config.index_uri)
     condition = _partition_filter(config) if set(PARTITION_COLUMNS) <= set(raw.columns) else None
     if condition is not None:
@@ -525,6 +529,16 @@ def select_scenes(spark: SparkSession, config: CatalogConfig) -> CatalogSelectio
     )
     scenes = deduped.where(F.col("stage").isNull()).select(*SCENE_COLUMNS)
     return CatalogSelection(scenes=scenes, rejected=rejected)
+
+
+def selection_from_pandas(
+    spark: SparkSession, scenes: pd.DataFrame, rejected: pd.DataFrame
+) -> CatalogSelection:
+    """A :class:`CatalogSelection` of the frames :func:`select_scenes_pandas` returned on the driver."""
+    return CatalogSelection(
+        scenes=spark.createDataFrame(scenes, SCENE_SCHEMA),
+        rejected=spark.createDataFrame(rejected, REJECTED_SCHEMA),
+    )
 
 
 def plan_groups(selection: CatalogSelection | pd.DataFrame) -> pd.DataFrame:
@@ -560,8 +574,14 @@ def plan_groups(selection: CatalogSelection | pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
-def rejected_summary(selection: CatalogSelection) -> pd.DataFrame:
-    """The rejected rows counted by stage and reason (columns ``stage``, ``reason``, ``count``)."""
+def rejected_summary(selection: CatalogSelection | pd.DataFrame) -> pd.DataFrame:
+    """The rejected rows counted by stage and reason (columns ``stage``, ``reason``, ``count``), most
+    frequent first within a stage; ``selection`` may be the rejected frame of :func:`select_scenes_pandas`."""
+    if isinstance(selection, pd.DataFrame):
+        counts = selection.groupby(["stage", "reason"], dropna=False).size().rename("count").reset_index()
+        ordered = counts.sort_values(["stage", "count", "reason"], ascending=[True, False, True])
+        return ordered.astype({"count": "int64"}).reset_index(drop=True)
+
     from pyspark.sql import functions as F
 
     return (

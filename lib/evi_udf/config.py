@@ -73,6 +73,11 @@ class CatalogConfig:
     :func:`resolve_relative_dates`). ``bbox`` is
     ``[west, south, east, north]`` in degrees; ``west > east`` means the box crosses the antimeridian.
     A scene is kept when its index bounding box intersects ``bbox``.
+
+    ``driver_selection_max_rows``: when ``index_uri`` is a Parquet cache on this machine and the
+    partitions the query cannot skip hold at most this many rows (read from the Parquet footers), the
+    scenes are selected on the driver with pyarrow and the same pandas rules, without a Spark job
+    (:mod:`evi_udf.index_arrow`); ``0`` always selects in Spark.
     """
 
     index_uri: str
@@ -84,12 +89,15 @@ class CatalogConfig:
     max_cloud_cover: float = 100.0
     geometric_quality: QualityRule = "passed_or_missing"
     period: Period = "month"
+    driver_selection_max_rows: int = 2_000_000
 
     def __post_init__(self) -> None:
         if not self.index_uri.strip():
             _fail("index_uri", "must name the index file (local path or gs:// URI)")
         if self.start_date and self.end_date and self.start_date > self.end_date:
             _fail("start_date", f"{self.start_date} is after end_date {self.end_date}")
+        if self.driver_selection_max_rows < 0:
+            _fail("driver_selection_max_rows", f"must be 0 or more, got {self.driver_selection_max_rows}")
         if not 0.0 <= self.max_cloud_cover <= 100.0:
             _fail("max_cloud_cover", f"must be between 0 and 100, got {self.max_cloud_cover}")
         normalized = []

@@ -33,19 +33,28 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from evi_udf.catalog import RAW_COLUMNS, CatalogSelection, index_read_errors, select_scenes
+from evi_udf.catalog import (
+    RAW_COLUMNS,
+    CatalogSelection,
+    index_read_errors,
+    select_scenes,
+    selection_from_pandas,
+)
 from evi_udf.config import JobConfig
 from evi_udf.errors import StorageError
+from evi_udf.index_arrow import driver_selection_applies, select_scenes_on_driver
 from evi_udf.ledger import (
     SPARK_GENERATION_TIME_PATTERN,
     Commit,
     GroupPlan,
     Ledger,
     PlannedGroup,
+    format_generation_time,
     grid_name,
     latest_commits,
     parameter_hash,
     plan_groups,
+    scene_line,
     scene_set_fingerprint,
     superseded_files,
 )
@@ -175,6 +184,22 @@ def planned_groups(scenes: DataFrame) -> list[PlannedGroup]:
     ]
 
 
+def planned_groups_pandas(scenes: pd.DataFrame) -> list[PlannedGroup]:
+    """:func:`planned_groups` of a scenes frame selected on the driver (no Spark job)."""
+    lines = [
+        scene_line(product, baseline, format_generation_time(None if pd.isna(generated) else generated))
+        for product, baseline, generated in zip(
+            scenes["product_id"], scenes["processing_baseline"], scenes["generation_time"], strict=True
+        )
+    ]
+    groups = scenes.assign(_line=lines).groupby(list(GROUP_COLUMNS), sort=False)["_line"]
+    planned = [
+        PlannedGroup(GroupKey(*key), len(group_lines), scene_set_fingerprint(group_lines))
+        for key, group_lines in groups
+    ]
+    return sorted(planned, key=lambda p: (-p.scene_count, p.key.mgrs_tile, p.key.period))
+
+
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
     """The scenes a run selected and what it does with each group."""
@@ -192,9 +217,14 @@ class RunPlan:
 
 def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
     """Select scenes and decide, from one listing of the ledger, which groups to (re)make."""
-    selection = select_scenes(spark, config.catalog)
-    with index_read_errors(config.catalog.index_uri):
-        planned = planned_groups(selection.scenes)
+    if driver_selection_applies(config.catalog):
+        scenes, rejected = select_scenes_on_driver(config.catalog)
+        selection = selection_from_pandas(spark, scenes, rejected)
+        planned = planned_groups_pandas(scenes)
+    else:
+        selection = select_scenes(spark, config.catalog)
+        with index_read_errors(config.catalog.index_uri):
+            planned = planned_groups(selection.scenes)
     plans = plan_groups(planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite)
     return RunPlan(selection, plans)
 

@@ -4,7 +4,9 @@ Prints every group the catalog selects with its state and the reason (``new``, `
 ``failed``, ``overwrite`` or ``done``, decided from one listing of the output root's ledger exactly
 as :func:`evi_udf.job.run` decides it), the estimated DCU-hours and list price of processing the groups
 that are not done on Dataproc Serverless (:mod:`evi_udf.cost`), then the rejected index rows counted
-by stage and reason. Nothing is processed or written.
+by stage and reason. Nothing is processed or written. On a local Parquet cache of the index no Spark
+session starts (:mod:`evi_udf.index_arrow`): the plan takes about as long as DuckDB takes to answer the
+same query (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
@@ -21,7 +23,8 @@ from evi_udf.catalog import rejected_summary, text_table
 from evi_udf.config import JobConfig
 from evi_udf.cost import estimate_cost
 from evi_udf.errors import EviError
-from evi_udf.ledger import Ledger
+from evi_udf.index_arrow import driver_selection_applies, select_scenes_on_driver
+from evi_udf.ledger import Ledger, parameter_hash, plan_groups
 from evi_udf.storage import Storage
 
 if TYPE_CHECKING:
@@ -30,12 +33,25 @@ if TYPE_CHECKING:
 STATE_ORDER = ("new", "changed", "failed", "overwrite", "done")
 
 
-def plan_table(spark: SparkSession, config: JobConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(groups, rejected counts): one row per group with its state and reason; rejected rows by reason."""
-    from evi_udf.job import plan_run
+def plan_table(config: JobConfig, spark: Callable[[], SparkSession]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(groups, rejected counts): one row per group with its state and reason; rejected rows by reason.
+
+    ``spark`` is called for a session only when the selection needs Spark: a query on a local Parquet
+    cache that :func:`~evi_udf.index_arrow.driver_selection_applies` to is planned without one.
+    """
+    from evi_udf.job import plan_run, planned_groups_pandas
 
     ledger = Ledger(config.output.root, Storage(config.storage.anonymous_buckets, config.storage.project))
-    plan = plan_run(spark, config, ledger)
+    if driver_selection_applies(config.catalog):
+        scenes, rejected_rows = select_scenes_on_driver(config.catalog)
+        planned = planned_groups_pandas(scenes)
+        plans = plan_groups(
+            planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite
+        )
+        rejected = rejected_summary(rejected_rows)
+    else:
+        plan = plan_run(spark(), config, ledger)
+        plans, rejected = plan.groups, rejected_summary(plan.selection)
     groups = pd.DataFrame(
         [
             {
@@ -45,18 +61,20 @@ def plan_table(spark: SparkSession, config: JobConfig) -> tuple[pd.DataFrame, pd
                 "state": p.state,
                 "reason": p.reason,
             }
-            for p in plan.groups
+            for p in plans
         ],
         columns=["mgrs_tile", "period", "scenes", "state", "reason"],
     )
     groups = groups.sort_values(["mgrs_tile", "period"]).reset_index(drop=True)
-    return groups, rejected_summary(plan.selection)
+    return groups, rejected
 
 
-def print_plan(spark: SparkSession, config: JobConfig, out: TextIO | None = None, limit: int = 50) -> None:
+def print_plan(
+    config: JobConfig, spark: Callable[[], SparkSession], out: TextIO | None = None, limit: int = 50
+) -> None:
     """Print the groups with their states and the rejected index rows (to stdout by default)."""
     out = out or sys.stdout
-    groups, rejected = plan_table(spark, config)
+    groups, rejected = plan_table(config, spark)
     print(f"index: {config.catalog.index_uri}", file=out)
     print(f"outputs: {config.output.root}", file=out)
     counts = groups["state"].value_counts()
@@ -93,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.master and args.master.startswith("local"):
             # Local workers must run this interpreter, which has the library and pandas.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark = build_session("evi-plan", master=args.master)
-        print_plan(spark, config)
+        print_plan(config, lambda: build_session("evi-plan", master=args.master))
     except EviError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
