@@ -47,6 +47,7 @@ YEAR = 2023
 QUERY_TILES = 5
 MAX_CLOUD = 30.0
 CORRUPT_LINES = 300
+CHUNK_ROWS = 2_500_000
 PLAN_TARGET = 2.0
 BANDS = "CDEFGHJKLMNPQRSTUVWX"  # latitude bands, 8 degrees each from 80 S
 COLUMN_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -68,15 +69,11 @@ def tile_names(count: int) -> list[str]:
     return names
 
 
-def child_generate(path: str, rows: str) -> dict[str, Any]:
-    """Write the synthetic ``index.csv.gz`` (vectorized; a few hundred corrupt lines appended)."""
+def synthetic_rows(rng: Any, names: Any, count: int) -> Any:
+    """``count`` index rows as a pyarrow table of text columns (vectorized)."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
-    count = int(rows)
-    rng = np.random.default_rng(SEED)
-    names = np.array(tile_names(TILES))
     tile_index = rng.integers(0, TILES, count)
     tiles = names[tile_index]
     zones = tile_index % 60 + 1
@@ -145,20 +142,41 @@ def child_generate(path: str, rows: str) -> dict[str, Any]:
             "BASE_URL": "gs://gcp-public-data-sentinel-2/L2/tiles/" + tile_text + "/" + product + ".SAFE",
         }
     )
+    return table
+
+
+def child_generate(path: str, rows: str) -> dict[str, Any]:
+    """Write the synthetic ``index.csv.gz`` in chunks of :data:`CHUNK_ROWS` rows (so 20M rows fit in
+    memory), each followed by its share of the corrupt lines (a field too many)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from evi_udf.index_schema import INDEX_COLUMNS
+
+    count = int(rows)
+    rng = np.random.default_rng(SEED)
+    names = np.array(tile_names(TILES))
     destination = Path(path)
     destination.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    corrupt_written = 0
     with pa.CompressedOutputStream(str(destination), "gzip") as stream:
         # The header as the real index spells it (pyarrow would quote the names).
-        stream.write((",".join(table.column_names) + "\n").encode())
-        pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-        # Corrupt lines (a field too many) spread over the index's tiles and years.
-        lines = [
-            ",".join(str(table.column(c)[int(i)]) for c in table.column_names) + ",extra"
-            for i in rng.integers(0, count, CORRUPT_LINES)
-        ]
-        stream.write(("\n".join(lines) + "\n").encode())
-    return {"rows": count, "corrupt_lines": CORRUPT_LINES, "seconds": time.perf_counter() - started}
+        stream.write((",".join(INDEX_COLUMNS) + "\n").encode())
+        for first in range(0, count, CHUNK_ROWS):
+            chunk = min(CHUNK_ROWS, count - first)
+            table = synthetic_rows(rng, names, chunk)
+            assert tuple(table.column_names) == INDEX_COLUMNS
+            pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+            corrupt = CORRUPT_LINES * (first + chunk) // count - corrupt_written
+            lines = [
+                ",".join(str(table.column(c)[int(i)]) for c in table.column_names) + ",extra"
+                for i in rng.integers(0, chunk, corrupt)
+            ]
+            stream.write(("\n".join(lines) + "\n").encode() if lines else b"")
+            corrupt_written += corrupt
+    return {"rows": count, "corrupt_lines": corrupt_written, "seconds": time.perf_counter() - started}
 
 
 def query_tiles() -> list[str]:
