@@ -189,3 +189,45 @@ def block_windows(width: int, height: int, block_size: int = 1024) -> Iterator[W
     for row in range(0, height, block_size):
         for col in range(0, width, block_size):
             yield Window(col, row, min(block_size, width - col), min(block_size, height - row))
+
+
+# Longitudes of the irregular UTM zones (Norway in band V, Svalbard in band X): (zone, band) -> span.
+_IRREGULAR_ZONES: dict[tuple[int, str], tuple[float, float]] = {
+    (31, "V"): (0.0, 3.0),
+    (32, "V"): (3.0, 12.0),
+    (31, "X"): (0.0, 9.0),
+    (33, "X"): (9.0, 21.0),
+    (35, "X"): (21.0, 33.0),
+    (37, "X"): (33.0, 42.0),
+}
+
+
+def mgrs_cell_lonlat(tile: str) -> tuple[float, float, float, float]:
+    """(west, south, east, north) in degrees of the part of the globe an MGRS tile's zone and
+    latitude band name: its UTM zone's longitudes (the Norway and Svalbard exceptions included) by
+    its band's latitudes. The tile's own area is this cell within its 100 km square."""
+    zone, band = int(tile[:2]), tile[2].upper()
+    west, east = _IRREGULAR_ZONES.get((zone, band), (-186.0 + 6.0 * zone, -180.0 + 6.0 * zone))
+    south, north = _band_latitudes(band)
+    return west, south, east, north
+
+
+def mgrs_owned_ring(tile: str, edge_points: int = 201) -> tuple[list[float], list[float]]:
+    """The outline of the ground an MGRS tile owns in ESA's no-overlap grid, in the tile's UTM
+    coordinates: the lon/lat cell of :func:`mgrs_cell_lonlat` (edges densified, since meridians and
+    parallels are curves in UTM), to be clipped to the tile's 100 km square (:func:`mgrs_square_origin`).
+
+    Every point of the globe lies in exactly one such (cell, square): the square the MGRS reference of
+    the point names. Neighbouring tiles overlap by about 10 km; this is how a pixel seen by two tiles
+    is counted once.
+    """
+    epsg, _, _ = mgrs_square_origin(tile)
+    west, south, east, north = mgrs_cell_lonlat(tile)
+    steps = [i / (edge_points - 1) for i in range(edge_points)]
+    lons = [west + t * (east - west) for t in steps] + [east] * edge_points
+    lats = [south] * edge_points + [south + t * (north - south) for t in steps]
+    lons += [east - t * (east - west) for t in steps] + [west] * edge_points
+    lats += [north] * edge_points + [north - t * (north - south) for t in steps]
+    to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
+    xs, ys = to_utm.transform(lons, lats)
+    return list(xs), list(ys)
