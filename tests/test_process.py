@@ -16,10 +16,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import mgrs
 import numpy as np
 import pystac
 import pytest
 import rasterio
+import shapely
+from pyproj import Transformer
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
@@ -27,6 +30,8 @@ from evi_udf.config import JobConfig, config_from_mapping
 from evi_udf.process import GroupResult, process_group
 from evi_udf.sample import SampleSpec, generate_archive
 from evi_udf.schema import GroupKey, SceneRef
+from evi_udf.zonal import merge_parts, summarize
+from evi_udf.zones import ZoneInput
 
 FACTOR = 30  # 366 px bands at 300 m: several 256 px blocks per tile
 PIXELS = 10980 // FACTOR
@@ -718,3 +723,146 @@ def test_coarse_reads_change_the_parameter_hash_only_where_they_can_change_pixel
     assert len(hashes({"kind": "native"})) == 1
     assert len(hashes({"kind": "shared", "crs": "EPSG:3577", "resolution": 10.0})) == 1
     assert len(hashes({"kind": "shared", "crs": "EPSG:3577", "resolution": 60.0})) == 2
+
+
+def pixel_centres_lonlat(grid_path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """Longitude and latitude of every pixel centre of a band file's grid, and its CRS."""
+    with rasterio.open(grid_path) as dataset:
+        rows, cols = np.meshgrid(np.arange(dataset.height), np.arange(dataset.width), indexing="ij")
+        x, y = rasterio.transform.xy(dataset.transform, rows.ravel(), cols.ravel())
+        crs = dataset.crs.to_string()
+        shape = (dataset.height, dataset.width)
+    lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(x, y)
+    return np.asarray(lon).reshape(shape), np.asarray(lat).reshape(shape), crs
+
+
+def mgrs_owner(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    converter = mgrs.MGRS()
+    flat = [
+        converter.toMGRS(b, a, MGRSPrecision=0)[:5] for a, b in zip(lon.ravel(), lat.ravel(), strict=True)
+    ]
+    return np.array(flat).reshape(lon.shape)
+
+
+def zone_expectation(evi: np.ndarray, inside: np.ndarray) -> dict[str, float]:
+    """A zone's statistics from its pixels' EVI (float64, NaN = no valid value), by numpy."""
+    values = evi[inside & np.isfinite(evi)]
+    steps = np.rint(values * 10_000) / 10_000
+    return {
+        "pixels": int(inside.sum()),
+        "valid": values.size,
+        "mean": values.mean() if values.size else np.nan,
+        "std": values.std() if values.size else np.nan,
+        "min": steps.min() if values.size else np.nan,
+        "max": steps.max() if values.size else np.nan,
+        **{
+            f"p{q}": np.quantile(steps, q / 100, method="inverted_cdf") if values.size else np.nan
+            for q in (10, 50, 90)
+        },
+    }
+
+
+def assert_zone_matches(summary: object, index: int, want: dict[str, float], mean_tolerance: float) -> None:
+    assert summary.pixels[index] == want["pixels"]
+    assert summary.valid[index] == want["valid"]
+    if want["valid"] == 0:
+        assert np.isnan(summary.mean[index])
+        return
+    assert summary.mean[index] == pytest.approx(want["mean"], abs=mean_tolerance)
+    assert summary.std[index] == pytest.approx(want["std"], abs=mean_tolerance)
+    # Quantized statistics: float32 in the pipeline, float64 here, at most one int16 step apart.
+    for name in ("min", "max", "p10", "p50", "p90"):
+        got = summary.quantiles[name][index] if name.startswith("p") else getattr(summary, name)[index]
+        assert abs(got - want[name]) <= 1e-4 + 1e-9, name
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_zone_statistics_per_scene_and_composite_equal_numpy_on_each_zones_pixels(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Zones on 55HBU, one reaching across 144 E into 54HYD: each scene's and the composite's zone
+    statistics equal numpy's on the pixels each zone has on the tiles (pixel centres inside, owned
+    as the mgrs library names them); the zone across the boundary, merged over both tiles, is
+    counted once."""
+    refs = {tile: scene_refs(index_rows(archive, "L2A"), tile, "L2A") for tile in ("55HBU", "54HYD")}
+    band = {
+        tile: next(Path(refs[tile][0].base_url).glob("GRANULE/*/IMG_DATA/R10m/*_B04_10m.jp2"))
+        for tile in refs
+    }
+    lon, lat, crs = pixel_centres_lonlat(band["55HBU"])
+    west, east = float(lon.min()), float(lon.max())
+    south, north = float(lat.min()), float(lat.max())
+    mid_lon, mid_lat = (west + east) / 2, (south + north) / 2
+    # A tiny field inside one pixel, away from its centre: it has no pixel centre.
+    with rasterio.open(band["55HBU"]) as dataset:
+        cx, cy = rasterio.transform.xy(dataset.transform, 100, 200)
+    tiny_x, tiny_y = cx + 80.0, cy - 60.0
+    tiny = shapely.box(tiny_x - 20, tiny_y - 20, tiny_x + 20, tiny_y + 20)
+    to_lonlat = Transformer.from_crs(crs, 4326, always_xy=True)
+    tiny_lonlat = shapely.transform(
+        tiny.segmentize(5), lambda xy: np.column_stack(to_lonlat.transform(*xy.T))
+    )
+    zones = [
+        shapely.box(mid_lon - 0.2, mid_lat - 0.15, mid_lon + 0.1, mid_lat + 0.1),  # 0: a district
+        shapely.box(mid_lon - 0.05, mid_lat - 0.05, mid_lon, mid_lat),  # 1: a farm inside it
+        shapely.Polygon(
+            [(143.9, mid_lat), (144.2, mid_lat + 0.1), (144.15, mid_lat - 0.12)]
+        ),  # 2: across 144 E
+        tiny_lonlat,  # 3
+    ]
+    numbers = [10, 11, 12, 13]  # run-wide numbers, not positions
+    results = {
+        tile: process_group(
+            dataclasses.replace(JANUARY, mgrs_tile=tile),
+            refs[tile],
+            job_config(tmp_path / tile),
+            zones=ZoneInput(numbers, zones),
+        )
+        for tile in refs
+    }
+    hbu = results["55HBU"]
+    assert hbu.failures == [] and len(hbu.zone_scenes) == len(hbu.scenes) == 4
+    owner = mgrs_owner(lon, lat)
+    inside = [shapely.contains_xy(zone, lon, lat) & (owner == "55HBU") for zone in zones]
+    inside[3] = np.zeros(lon.shape, dtype=bool)
+    inside[3][100, 200] = True
+    assert all(mask.any() for mask in inside)
+
+    # Each scene: zones 10, 11 and 13 are wholly on 55HBU (final here), 12 is split with 54HYD.
+    for statistics, ref in zip(hbu.zone_scenes, refs["55HBU"], strict=True):
+        evi, _ = expected_scene(ref)
+        assert statistics.whole.zone.tolist() == [10, 11, 13]
+        assert statistics.split.zone.tolist() == [12]
+        for position, number in enumerate([10, 11, 13]):
+            zone = numbers.index(number)
+            assert_zone_matches(statistics.whole, position, zone_expectation(evi, inside[zone]), 1e-6)
+        # The split zone's part on this tile: its pixels here only.
+        part = summarize(statistics.split)
+        assert_zone_matches(part, 0, zone_expectation(evi, inside[2]), 1e-6)
+
+    # The composite, and zone 12 over both tiles: each tile's owned pixels, merged.
+    def composite_evi(tile: str) -> np.ndarray:
+        stack = np.stack([expected_scene(ref)[0] for ref in refs[tile]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(stack, axis=0)
+
+    hbu_composite = composite_evi("55HBU")
+    whole = hbu.zone_composite.whole
+    for position, number in enumerate([10, 11, 13]):
+        zone = numbers.index(number)
+        assert_zone_matches(whole, position, zone_expectation(hbu_composite, inside[zone]), 1e-6)
+    hyd_lon, hyd_lat, _ = pixel_centres_lonlat(band["54HYD"])
+    hyd_inside = shapely.contains_xy(zones[2], hyd_lon, hyd_lat) & (mgrs_owner(hyd_lon, hyd_lat) == "54HYD")
+    assert hyd_inside.any()
+    hyd = results["54HYD"]
+    assert hyd.zone_composite.split.zone.tolist() == [12]
+    merged = summarize(merge_parts([hbu.zone_composite.split, hyd.zone_composite.split]))
+    both = np.concatenate([hbu_composite[inside[2]], composite_evi("54HYD")[hyd_inside]])
+    assert_zone_matches(merged, 0, zone_expectation(both, np.ones(both.shape, dtype=bool)), 1e-6)
+    # Counted once: the merged pixels are the two tiles' owned pixels, fewer than both tiles see.
+    seen_by_both = (
+        shapely.contains_xy(zones[2], lon, lat).sum() + shapely.contains_xy(zones[2], hyd_lon, hyd_lat).sum()
+    )
+    assert merged.pixels[0] == inside[2].sum() + hyd_inside.sum() < seen_by_both

@@ -495,10 +495,11 @@ def select_scenes(spark: SparkSession, config: CatalogConfig) -> CatalogSelectio
     """
     from pyspark.sql import functions as F
 
-    from evi_udf.index_arrow import driver_selection_applies, select_scenes_on_driver
+    from evi_udf.index_arrow import select_on_driver
 
-    if driver_selection_applies(config):
-        return selection_from_pandas(spark, *select_scenes_on_driver(config))
+    on_driver = select_on_driver(config)
+    if on_driver is not None:
+        return selection_from_pandas(spark, *on_driver)
     raw = read_index(spark, config.index_uri)
     condition = _partition_filter(config) if set(PARTITION_COLUMNS) <= set(raw.columns) else None
     if condition is not None:

@@ -75,21 +75,27 @@ def partition_expression(config: CatalogConfig) -> ds.Expression | None:
     return condition
 
 
-def rows_to_read(path: Path, config: CatalogConfig) -> int:
+def rows_to_read(path: Path, config: CatalogConfig, dataset: ds.Dataset | None = None) -> int:
     """How many rows of the cache the query cannot skip by partition (from the Parquet footers)."""
-    dataset = _dataset(path)
     try:
-        return int(dataset.count_rows(filter=partition_expression(config)))
+        return int((dataset or _dataset(path)).count_rows(filter=partition_expression(config)))
     except (OSError, pa.ArrowException) as exc:
         raise CatalogError(f"cannot read the Sentinel-2 index {path}: {exc}") from exc
 
 
 def driver_selection_applies(config: CatalogConfig) -> bool:
-    """Whether :func:`select_scenes_on_driver` is the faster way for this configuration."""
+    """Whether :func:`select_on_driver` selects for this configuration (rather than Spark)."""
+    return _driver_dataset(config) is not None
+
+
+def _driver_dataset(config: CatalogConfig) -> ds.Dataset | None:
     if config.driver_selection_max_rows == 0:
-        return False
+        return None
     path = local_index_cache(config.index_uri)
-    return path is not None and rows_to_read(path, config) <= config.driver_selection_max_rows
+    if path is None:
+        return None
+    dataset = _dataset(path)
+    return dataset if rows_to_read(path, config, dataset) <= config.driver_selection_max_rows else None
 
 
 def _raw_keep(table: pa.Table, config: CatalogConfig) -> pa.ChunkedArray | None:
@@ -121,7 +127,7 @@ def _raw_keep(table: pa.Table, config: CatalogConfig) -> pa.ChunkedArray | None:
     return None if well_formed is None else pc.or_(keep, well_formed)
 
 
-def read_index_arrow(config: CatalogConfig) -> pd.DataFrame:
+def read_index_arrow(config: CatalogConfig, dataset: ds.Dataset | None = None) -> pd.DataFrame:
     """The raw index rows a query may select, from the local Parquet cache ``config.index_uri``.
 
     Returns
@@ -143,7 +149,7 @@ def read_index_arrow(config: CatalogConfig) -> pd.DataFrame:
         )
     columns = [*INDEX_COLUMNS, CORRUPT_RECORD_COLUMN]
     try:
-        table = _dataset(path).to_table(columns=columns, filter=partition_expression(config))
+        table = (dataset or _dataset(path)).to_table(columns=columns, filter=partition_expression(config))
     except (OSError, pa.ArrowException) as exc:
         raise CatalogError(f"cannot read the Sentinel-2 index {path}: {exc}") from exc
     keep = _raw_keep(table, config)
@@ -156,3 +162,13 @@ def read_index_arrow(config: CatalogConfig) -> pd.DataFrame:
 def select_scenes_on_driver(config: CatalogConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scenes, rejected) of :func:`select_scenes_pandas` on :func:`read_index_arrow`'s rows."""
     return select_scenes_pandas(read_index_arrow(config), config)
+
+
+def select_on_driver(config: CatalogConfig) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(scenes, rejected) selected on the driver when the index is a local Parquet cache and the
+    partitions the query needs hold at most ``config.driver_selection_max_rows`` rows; else None
+    (select in Spark)."""
+    dataset = _driver_dataset(config)
+    if dataset is None:
+        return None
+    return select_scenes_pandas(read_index_arrow(config, dataset), config)

@@ -42,7 +42,7 @@ from evi_udf.catalog import (
 )
 from evi_udf.config import JobConfig
 from evi_udf.errors import StorageError
-from evi_udf.index_arrow import driver_selection_applies, select_scenes_on_driver
+from evi_udf.index_arrow import select_on_driver
 from evi_udf.ledger import (
     SPARK_GENERATION_TIME_PATTERN,
     Commit,
@@ -217,8 +217,9 @@ class RunPlan:
 
 def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
     """Select scenes and decide, from one listing of the ledger, which groups to (re)make."""
-    if driver_selection_applies(config.catalog):
-        scenes, rejected = select_scenes_on_driver(config.catalog)
+    on_driver = select_on_driver(config.catalog)
+    if on_driver is not None:
+        scenes, rejected = on_driver
         selection = selection_from_pandas(spark, scenes, rejected)
         planned = planned_groups_pandas(scenes)
     else:

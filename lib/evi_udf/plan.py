@@ -23,7 +23,8 @@ from evi_udf.catalog import rejected_summary, text_table
 from evi_udf.config import JobConfig
 from evi_udf.cost import estimate_cost
 from evi_udf.errors import EviError
-from evi_udf.index_arrow import driver_selection_applies, select_scenes_on_driver
+from evi_udf.index_arrow import select_on_driver
+from evi_udf.job import plan_run, planned_groups_pandas
 from evi_udf.ledger import Ledger, parameter_hash, plan_groups
 from evi_udf.storage import Storage
 
@@ -37,13 +38,12 @@ def plan_table(config: JobConfig, spark: Callable[[], SparkSession]) -> tuple[pd
     """(groups, rejected counts): one row per group with its state and reason; rejected rows by reason.
 
     ``spark`` is called for a session only when the selection needs Spark: a query on a local Parquet
-    cache that :func:`~evi_udf.index_arrow.driver_selection_applies` to is planned without one.
+    cache that :func:`~evi_udf.index_arrow.select_on_driver` selects from is planned without one.
     """
-    from evi_udf.job import plan_run, planned_groups_pandas
-
     ledger = Ledger(config.output.root, Storage(config.storage.anonymous_buckets, config.storage.project))
-    if driver_selection_applies(config.catalog):
-        scenes, rejected_rows = select_scenes_on_driver(config.catalog)
+    on_driver = select_on_driver(config.catalog)
+    if on_driver is not None:
+        scenes, rejected_rows = on_driver
         planned = planned_groups_pandas(scenes)
         plans = plan_groups(
             planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite

@@ -82,6 +82,8 @@ from evi_udf.schema import (
 from evi_udf.stac import composite_item, footprint_ring, ring_wkt, to_json
 from evi_udf.stats import QUANTIZATION, EviAccumulator, EviSummary
 from evi_udf.storage import Storage
+from evi_udf.zonal import ZoneCollector, ZoneStatistics
+from evi_udf.zones import ZoneInput, tile_zones
 
 EVI_BANDS = ("B02", "B04", "B08")
 INT16_NODATA = -32768
@@ -104,12 +106,15 @@ QUICKLOOK_COLOURS = np.array(
 @dataclasses.dataclass(frozen=True)
 class GroupResult:
     """What one group produced: the composite row (None if the group failed), scene and failure rows,
-    and the composite's piece of the run mosaic when a canvas was given."""
+    the composite's piece of the run mosaic when a canvas was given, and with zones, each scene's
+    zone statistics (in the order of ``scenes``) and the composite's."""
 
     composite: CompositeRow | None
     scenes: list[SceneRow]
     failures: list[FailureRow]
     mosaic_piece: MosaicPiece | None = None
+    zone_scenes: list[ZoneStatistics] = dataclasses.field(default_factory=list)
+    zone_composite: ZoneStatistics | None = None
 
 
 @dataclasses.dataclass
@@ -359,8 +364,9 @@ def merge_parts(
 
 def _acquisition_evi(
     acquisition: _Acquisition, raws: Sequence[_RawBlock], config: RasterConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """EVI of one acquisition over one block and its data coverage; feeds its statistics."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EVI of one acquisition over one block, where it has data and where it is clear; feeds its
+    statistics."""
     values, has_data, clear = merge_parts(
         [_part_evi(part, raw, config) for part, raw in zip(acquisition.parts, raws, strict=True)]
     )
@@ -370,10 +376,16 @@ def _acquisition_evi(
         nodata=int((~has_data).sum()),
         invalid=int((clear & np.isnan(values)).sum()),
     )
-    return values, has_data
+    return values, has_data, clear
 
 
 BlockWriter = Callable[[Window, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ZoneResults:
+    scenes: list[ZoneStatistics]
+    composite: ZoneStatistics
 
 
 def _composite_native(
@@ -382,10 +394,15 @@ def _composite_native(
     config: RasterConfig,
     write: BlockWriter,
     level: int = 1,
-) -> None:
+    zones: ZoneInput | None = None,
+) -> _ZoneResults | None:
     """Walk the tile's grid block by block (coarsened ``level`` times, reading the bands' JPEG2000
     resolution level, when ``level`` > 1), handing each composite block (EVI, clear count, data
     coverage) to ``write``; raise _SceneFailed naming the product that broke.
+
+    With ``zones``, each block's zone labels are drawn once and every acquisition's EVI and the
+    composite's feed per-zone statistics from the same block (no band is read twice); a zone is
+    finished as soon as the walk has passed its last row.
 
     The next block's bands are decoded on a reader thread while this block's EVI and composite are
     computed: GDAL releases the GIL while it decodes, so the arithmetic (single-threaded numpy) no
@@ -434,6 +451,17 @@ def _composite_native(
                         break  # the group restarts without this product: reading further is wasted
                 return blocks
 
+        tile_zone_set = None
+        collectors: list[ZoneCollector] = []
+        if zones is not None:
+            tile_zone_set = tile_zones(acquisitions[0].ref.mgrs_tile, grid, zones.numbers, zones.geometries)
+            whole = tile_zone_set.numbers[tile_zone_set.whole]
+            # One per acquisition, then the composite's.
+            collectors = [
+                ZoneCollector(whole, config.evi_valid_min, config.evi_valid_max)
+                for _ in range(len(acquisitions) + 1)
+            ]
+
         windows = list(block_windows(grid.width, grid.height, config.block_size))
         # Shut down before the datasets close (ExitStack unwinds after this block).
         reader = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="evi-read"))
@@ -448,13 +476,27 @@ def _composite_native(
             raws = iter(raw_blocks)
             compositor = spec.factory((int(window.height), int(window.width)))
             observed = np.zeros((int(window.height), int(window.width)), dtype=bool)
-            for acquisition in acquisitions:
+            labels = tile_zone_set.labels(window) if tile_zone_set is not None else []
+            for position, acquisition in enumerate(acquisitions):
                 mine = [next(raws) for _ in acquisition.parts]  # type: ignore[misc]
-                values, has_data = _acquisition_evi(acquisition, mine, config)  # type: ignore[arg-type]
+                values, has_data, clear = _acquisition_evi(acquisition, mine, config)  # type: ignore[arg-type]
                 compositor.add(values)
                 observed |= has_data
+                if labels:
+                    collectors[position].add(labels, values, has_data, clear)
             value, count = compositor.finish()
             write(window, value, count, observed)
+            if tile_zone_set is not None:
+                if labels:
+                    collectors[-1].add(labels, value, observed, count > 0)
+                if window.col_off + window.width >= grid.width:
+                    finished = tile_zone_set.finished_by(int(window.row_off + window.height))
+                    for collector in collectors:
+                        collector.release(finished)
+        if not collectors:
+            return None
+        results = [collector.result() for collector in collectors]
+        return _ZoneResults(results[:-1], results[-1])
 
 
 def _acquisitions(scenes: list[_PreparedScene], config: RasterConfig) -> list[_Acquisition]:
@@ -727,6 +769,7 @@ def process_group(
     scratch_dir: str | None = None,
     outputs: GroupOutputs | None = None,
     canvas: Canvas | None = None,
+    zones: ZoneInput | None = None,
 ) -> GroupResult:
     """Make the EVI composite of one tile and period and every row describing it.
 
@@ -752,6 +795,9 @@ def process_group(
     canvas
         The run mosaic's canvas of the period: the composite is painted onto it while its COG is still
         on local disk (:func:`evi_udf.mosaic.paint`).
+    zones
+        User zones that may meet the tile: their statistics per scene and for the composite are
+        computed from the same blocks (:mod:`evi_udf.zones` says which pixels each zone gets).
 
     Returns
     -------
@@ -762,7 +808,7 @@ def process_group(
     """
     started = time.perf_counter()
     outputs = outputs or group_outputs(config, key, new_attempt())
-    result = _process_group(key, scenes, config, storage, now, scratch_dir, outputs, canvas)
+    result = _process_group(key, scenes, config, storage, now, scratch_dir, outputs, canvas, zones)
     if result.composite is None:
         return result
     # Timed here rather than in _finish so that the figure includes removing the group's scratch
@@ -780,6 +826,7 @@ def _process_group(
     scratch_dir: str | None,
     outputs: GroupOutputs,
     canvas: Canvas | None,
+    zones: ZoneInput | None,
 ) -> GroupResult:
     raster = config.raster
     params = parameter_hash(raster)
@@ -826,8 +873,10 @@ def _process_group(
             return GroupResult(None, [], failures)
         while True:
             try:
-                encoded, stats = _composite_on_output_grid(ordered, native, raster, Path(workdir))
-                return _finish(
+                encoded, stats, zone_results = _composite_on_output_grid(
+                    ordered, native, raster, Path(workdir), zones
+                )
+                result = _finish(
                     key,
                     ordered,
                     native,
@@ -841,6 +890,11 @@ def _process_group(
                     store,
                     outputs,
                     canvas,
+                )
+                if zone_results is None:
+                    return result
+                return dataclasses.replace(
+                    result, zone_scenes=zone_results.scenes, zone_composite=zone_results.composite
                 )
             except _SceneFailed as failed:
                 # The composite restarts without the product that broke (a split acquisition keeps
@@ -865,9 +919,14 @@ class _Encoded:
 
 
 def _composite_on_output_grid(
-    acquisitions: list[_Acquisition], native: PixelGrid, raster: RasterConfig, workdir: Path
-) -> tuple[_Encoded, EviAccumulator]:
-    """The composite in its published encoding on the output grid, and its statistics.
+    acquisitions: list[_Acquisition],
+    native: PixelGrid,
+    raster: RasterConfig,
+    workdir: Path,
+    zones: ZoneInput | None = None,
+) -> tuple[_Encoded, EviAccumulator, _ZoneResults | None]:
+    """The composite in its published encoding on the output grid, its statistics and, with zones,
+    the zones' statistics (always on the tile's own grid, before any warp).
 
     On the native grid blocks are encoded as they are composited. For a shared grid the float
     composite goes to a scratch raster first, is warped once and then encoded: resampling needs the
@@ -878,7 +937,7 @@ def _composite_on_output_grid(
     writer = _EncodedWriter(encoded.evi, encoded.count, grid, raster)
     try:
         if raster.grid.kind == "native":
-            _composite_native(acquisitions, native, raster, writer.write)
+            zone_results = _composite_native(acquisitions, native, raster, writer.write, zones=zones)
         else:
             level = resolution_level(native, raster)
             work = native.coarsened(level) if level > 1 else native
@@ -891,7 +950,7 @@ def _composite_on_output_grid(
                     scratch.write(count.astype(np.float32), 2, window=window)
                     scratch.write(seen.astype(np.float32), 3, window=window)
 
-                _composite_native(acquisitions, native, raster, to_scratch, level)
+                zone_results = _composite_native(acquisitions, native, raster, to_scratch, level, zones)
                 scratch.close()
                 warped = workdir / "warped.tif"
                 resampling = Resampling[raster.resampling]
@@ -905,7 +964,7 @@ def _composite_on_output_grid(
             _encode_warped(warped, writer, grid, raster.block_size)
     finally:
         writer.close()
-    return encoded, writer.stats
+    return encoded, writer.stats, zone_results
 
 
 def _finish(

@@ -300,3 +300,74 @@ class ZoneAccumulator:
 def zone_quantile_names(quantiles: Sequence[float] = ZONE_QUANTILES) -> list[str]:
     """The column names of :func:`summarize`'s quantiles (``p10``, ``p50``, ``p90``)."""
     return [f"p{round(q * 100):02d}" for q in quantiles]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoneStatistics:
+    """One observation's zone statistics on one tile (a scene, or the composite).
+
+    ``whole`` has the final statistics of the zones no other tile counts; ``split`` the mergeable
+    state of zones other tiles also count, to be merged with theirs (:func:`merge_parts`) and only
+    then summarized.
+    """
+
+    whole: ZoneSummary
+    split: ZoneParts
+
+
+def concat_summaries(summaries: Sequence[ZoneSummary]) -> ZoneSummary:
+    """The summaries of disjoint sets of zones as one, sorted by zone number."""
+    if not summaries:
+        return summarize(ZoneParts.empty())
+    zone = np.concatenate([s.zone for s in summaries])
+    order = np.argsort(zone, kind="stable")
+    fields = {
+        field.name: np.concatenate([getattr(s, field.name) for s in summaries])[order]
+        for field in dataclasses.fields(ZoneSummary)
+        if field.name != "quantiles"
+    }
+    quantiles = {
+        name: np.concatenate([s.quantiles[name] for s in summaries])[order] for name in summaries[0].quantiles
+    }
+    return ZoneSummary(**fields, quantiles=quantiles)
+
+
+class ZoneCollector:
+    """The zone statistics of one observation over a tile's block walk, kept small as it goes.
+
+    Blocks are added with :meth:`add`; after each row of blocks :meth:`release` finishes the zones
+    the walk has passed (given by the caller): zones wholly on this tile are summarized and their
+    histograms dropped, the others keep their mergeable state. So the memory held is that of the
+    zones on the current row of blocks plus one summary row per finished zone.
+    """
+
+    def __init__(self, whole_zones: np.ndarray, valid_min: float, valid_max: float) -> None:
+        self._whole = np.asarray(whole_zones, dtype=np.int64)
+        self._accumulator = ZoneAccumulator(valid_min, valid_max)
+        self._summaries: list[ZoneSummary] = []
+        self._split: list[ZoneParts] = []
+
+    def add(
+        self, labels: Sequence[np.ndarray], values: np.ndarray, has_data: np.ndarray, clear: np.ndarray
+    ) -> None:
+        """Add one block's EVI under each layer of zone labels."""
+        for layer in labels:
+            self._accumulator.add(layer, values, has_data=has_data, clear=clear)
+
+    def release(self, finished: np.ndarray) -> None:
+        """Finish the zones in ``finished``: no later block has any of their pixels."""
+        done = self._accumulator.pop_finished(finished)
+        if done.zone.size == 0:
+            return
+        whole = np.isin(done.zone, self._whole)
+        if whole.any():
+            self._summaries.append(summarize(done.select(whole)))
+        if (~whole).any():
+            self._split.append(done.select(~whole))
+
+    def result(self) -> ZoneStatistics:
+        """Everything collected (the caller releases every zone first)."""
+        rest = self._accumulator.parts()
+        if rest.zone.size:
+            self.release(rest.zone)
+        return ZoneStatistics(concat_summaries(self._summaries), merge_parts(self._split))

@@ -41,6 +41,15 @@ _TINY_PIXELS = 8
 _DENSIFY_DEGREES = 0.0005
 
 
+@dataclasses.dataclass(frozen=True)
+class ZoneInput:
+    """The user zones that may meet a group's tile: their run-wide numbers and their geometries in
+    longitude/latitude (EPSG:4326)."""
+
+    numbers: Sequence[int]
+    geometries: Sequence[BaseGeometry]
+
+
 def owned_area(tile: str) -> BaseGeometry:
     """The ground ``tile`` owns, in its UTM coordinates (see the module docstring)."""
     _, west, south = mgrs_square_origin(tile)
@@ -69,6 +78,9 @@ class TileZones:
     last_row
         The last pixel row of the grid each zone reaches: once the block walk has passed it, the
         zone's statistics on this tile are final.
+    whole
+        Whether each zone lies wholly in this tile's owned ground and grid, so that no other tile
+        counts any of its pixels and its statistics here are its final ones.
     """
 
     grid: PixelGrid
@@ -77,6 +89,7 @@ class TileZones:
     layer: np.ndarray
     touched: np.ndarray
     last_row: np.ndarray
+    whole: np.ndarray
     _tree: shapely.STRtree
 
     @property
@@ -134,6 +147,8 @@ def tile_zones(
     ground = shapely.intersection(owned_area(tile), shapely.box(left, bottom, right, top))
     clipped = shapely.intersection(geometries, ground)
     keep = ~shapely.is_empty(clipped) & (shapely.area(clipped) > 0)
+    # Wholly inside: clipping removed nothing (to rounding of the area).
+    whole = np.isclose(shapely.area(clipped), shapely.area(geometries), rtol=1e-9, atol=0.0)[keep]
     clipped, zone_numbers = clipped[keep], np.asarray(numbers, dtype=np.int64)[keep]
     bounds = shapely.bounds(clipped).reshape(-1, 4)
     touched = _without_pixel_centres(clipped, bounds, grid)
@@ -146,6 +161,7 @@ def tile_zones(
         layer=layer,
         touched=touched,
         last_row=np.minimum(last_row, grid.height - 1),
+        whole=whole,
         _tree=shapely.STRtree(clipped),
     )
 
