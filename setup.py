@@ -39,6 +39,10 @@ RUNTIME_REQUIREMENTS = [
     "pyproj>=3.6,<4",
     # HTTP errors of the storage client are caught by type (google-cloud-storage's transport).
     "requests>=2.31,<3",
+    # User zones: geometry checks, clipping and layering (shapely); GeoPackage, GeoJSON and
+    # FlatGeobuf files (pyogrio, with its own GDAL build that has the vector drivers).
+    "shapely>=2.0,<3",
+    "pyogrio>=0.10,<1",
 ]
 
 DEV_REQUIREMENTS = [

@@ -357,12 +357,20 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (medians)")
     parser.add_argument("--work", type=Path, default=Path("bench/data"), help="data and scratch folder")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON")
+    parser.add_argument(
+        "--reuse-conversions",
+        action="store_true",
+        help="keep the caches and conversion figures of the previous results for sizes already converted",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[args.child[0]](*args.child[1:])))
         return 0
     work = args.work.resolve()
+    previous_record = json.loads(args.output.read_text()) if args.output.exists() else {}
+    previous = {size["rows"]: size for size in previous_record.get("sizes", [])}
+    previous_when = previous_record.get("when", "?")
     record: dict[str, Any] = {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **helper("environment"),
@@ -383,9 +391,20 @@ def main() -> int:
             run("generate", str(csv), str(rows))
             (folder / ".complete").write_text("done\n")
         size: dict[str, Any] = {"rows": rows, "csv_bytes": csv.stat().st_size}
-        log(f"{rows} rows: converting")
-        size["convert_spark"] = run("convert_spark", str(csv), str(folder / "index.parquet"))
-        size["convert_duckdb"] = run("convert_duckdb", str(csv), str(folder / "duckdb.parquet"))
+        earlier = previous.get(rows, {})
+        converted = (folder / "index.parquet" / "_SUCCESS").exists() and "convert_spark" in earlier
+        if args.reuse_conversions and converted:
+            log(f"{rows} rows: conversions of {earlier.get('converted_when', previous_when)} reused")
+            size["convert_spark"], size["convert_duckdb"] = (
+                earlier["convert_spark"],
+                earlier["convert_duckdb"],
+            )
+            size["converted_when"] = earlier.get("converted_when", previous_when)
+        else:
+            log(f"{rows} rows: converting")
+            size["convert_spark"] = run("convert_spark", str(csv), str(folder / "index.parquet"))
+            size["convert_duckdb"] = run("convert_duckdb", str(csv), str(folder / "duckdb.parquet"))
+            size["converted_when"] = record["when"]
         ledger_root = work / "plan-out"
         ledger_root.mkdir(parents=True, exist_ok=True)
         for source, path in (("parquet", folder / "index.parquet"), ("csv", csv)):

@@ -269,7 +269,11 @@ def index_size_section(record: dict) -> list[str]:
             )
     lines += [
         "",
-        "Converting the CSV.gz into the partitioned Parquet cache:",
+        "Converting the CSV.gz into the partitioned Parquet cache (when measured: "
+        + ", ".join(
+            f"{size['rows']:,} rows {size.get('converted_when', record['when'])}" for size in record["sizes"]
+        )
+        + "):",
         "",
         "| rows | CSV.gz (MB) | spark (s) | spark JVM peak RSS (MiB) | duckdb (s) | duckdb peak RSS (MiB) |",
         "|---|---|---|---|---|---|",

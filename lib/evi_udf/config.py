@@ -269,6 +269,35 @@ class SinkConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ZonesConfig:
+    """User zones (fields, farms, districts) to compute EVI statistics for, per scene and period.
+
+    ``uri``: a vector file of polygons, local or ``gs://``: GeoParquet (``.parquet``), GeoPackage
+    (``.gpkg``), GeoJSON (``.geojson``/``.json``) or FlatGeobuf (``.fgb``); null for no zones.
+    ``id_column``: the column holding each zone's id (text or integer, unique); ``layer``: the layer
+    of a multi-layer file (GeoPackage), null for the first.
+    """
+
+    uri: str | None = None
+    id_column: str = "zone_id"
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.uri is not None:
+            uri = self.uri.strip()
+            if not uri:
+                _fail("uri", "must name a vector file of zones, or be null for no zones")
+            if not uri.lower().endswith(ZONE_FILE_SUFFIXES):
+                _fail("uri", f"{uri!r}: expected one of {', '.join(ZONE_FILE_SUFFIXES)}")
+            object.__setattr__(self, "uri", uri)
+        if not self.id_column.strip():
+            _fail("id_column", "must name the column holding each zone's id")
+
+
+ZONE_FILE_SUFFIXES = (".parquet", ".geoparquet", ".gpkg", ".geojson", ".json", ".fgb")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """How a run behaves as a whole."""
 
@@ -501,6 +530,7 @@ class JobConfig:
     storage: StorageConfig = StorageConfig()
     sink: SinkConfig = SinkConfig()
     dataproc: DataprocConfig = DataprocConfig()
+    zones: ZonesConfig = ZonesConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (dates as ISO strings), e.g. for a run report or a parameter hash."""

@@ -68,3 +68,10 @@ class StorageError(EviError):
     """A file or object could not be read, downloaded or published. The message names the URI."""
 
     stage = "storage"
+
+
+class ZonesError(EviError):
+    """The zones file could not be read or is unusable as a whole (no id column, unknown CRS). The
+    message names the file and the column or setting; problems of single zones are rejected rows."""
+
+    stage = "zones"
