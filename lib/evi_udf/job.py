@@ -41,7 +41,7 @@ from evi_udf.catalog import (
     selection_from_pandas,
 )
 from evi_udf.config import JobConfig
-from evi_udf.errors import StorageError
+from evi_udf.errors import ConfigError, StorageError
 from evi_udf.index_arrow import select_on_driver
 from evi_udf.ledger import (
     SPARK_GENERATION_TIME_PATTERN,
@@ -441,6 +441,13 @@ def run(
         single scenes and groups are rows, not exceptions. Whatever the groups committed before such
         an error stays committed: a rerun loads it without processing it again.
     """
+    if config.zones.uri is not None:
+        # Zone statistics are computed in the block walk (process_group) but have no tables yet:
+        # refusing the setting is better than a run that silently writes none.
+        raise ConfigError(
+            f"zones.uri: {config.zones.uri}: the job does not write zone statistics to tables yet "
+            "(issue 14 in progress); unset zones.uri to run"
+        )
     started = clock()
     started_clock = time.perf_counter()
     store = Storage(config.storage.anonymous_buckets, config.storage.project)
