@@ -64,6 +64,7 @@ MASK_ARGS ?= --factor 2 --scenes 6 --repeat 3
 LEVELS_ARGS ?= --factor 2 --scenes 6 --repeat 3
 DRIVER_ARGS ?= --sizes 100 1000
 INDEX_ARGS ?= --rows 5000000 20000000
+ZONES_ARGS ?= --factor 2 --scenes 4 --zones 100000 --repeat 2
 bench: setup
 	bench/install_gdal.sh
 	$(PY) bench/speed.py $(BENCH_ARGS) --work bench/data
@@ -73,6 +74,7 @@ bench: setup
 	$(PY) bench/levels.py $(LEVELS_ARGS) --work bench/data
 	$(PY) bench/driver.py $(DRIVER_ARGS) --work bench/data
 	$(PY) bench/index_size.py $(INDEX_ARGS) --work bench/data
+	$(PY) bench/zones.py $(ZONES_ARGS) --work bench/data
 	$(PY) bench/report.py
 
 clean:

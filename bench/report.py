@@ -287,6 +287,35 @@ def index_size_section(record: dict) -> list[str]:
     return lines
 
 
+def zones_section(record: dict) -> list[str]:
+    """Zone statistics in the block walk: 100,000 zones on a tile (``bench/zones.py``)."""
+    parameters, machine = record["parameters"], record["machine"]
+    with_runs = record["runs"]["with"]
+    first = with_runs[0]
+    return [
+        "",
+        "## Zone statistics: 100,000 fields on one tile (`bench/zones.py`)",
+        "",
+        f"Measured {record['when']} on {machine['cpus']} CPUs ({machine['cpu_model']}). `process_group` on "
+        f"{parameters['tile']} ({parameters['pixels']} px, {parameters['scenes']} L2A scenes of the clear "
+        f"sample month), without zones and with {parameters['zones']:,} random fields (20-150 m squares and "
+        "triangles, 1 % farms of 0.5-2 km over them) inside the tile: per-zone statistics of every scene and "
+        "of the composite from the same blocks. Fresh child per run, alternating, "
+        f"{parameters['repeat']} runs each (medians). Target: at most {record['target']:g}x the time "
+        "without zones.",
+        "",
+        "| zones | time without (s) | time with (s) | ratio | target | peak RSS without / with (MiB) "
+        "| read zones (s) | prepare on the tile (s) | layers | zones drawn with every touched pixel "
+        "| zones with pixels |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {parameters['zones']:,} | {record['seconds_without']:.1f} | {record['seconds_with']:.1f} | "
+        f"{record['ratio']:.2f} | <= {record['target']:g} ({_met(record['met'])}) | "
+        f"{record['peak_rss_mib_without']:.0f} / {record['peak_rss_mib_with']:.0f} | "
+        f"{first['read_seconds']:.1f} | {first['prepare_seconds']:.1f} | {first['layers']} | "
+        f"{first['drawn_with_every_touched_pixel']:,} | {first['zones_with_pixels']:,} |",
+    ]
+
+
 def driver_section(record: dict) -> list[str]:
     """The driver's cost per group at 100 and 1,000 groups (``bench/driver.py``)."""
     parameters, machine = record["parameters"], record["machine"]
@@ -602,6 +631,9 @@ def main() -> int:
     driver = RESULTS / "driver.json"
     if driver.exists():
         sections += driver_section(json.loads(driver.read_text()))
+    zones = RESULTS / "zones.json"
+    if zones.exists():
+        sections += zones_section(json.loads(zones.read_text()))
     gcs = RESULTS / "gcs_read.json"
     if gcs.exists():
         sections += gcs_read_section(json.loads(gcs.read_text()))
