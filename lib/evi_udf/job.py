@@ -31,7 +31,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import pandas as pd
+import shapely
 
 from evi_udf.catalog import (
     RAW_COLUMNS,
@@ -41,9 +43,10 @@ from evi_udf.catalog import (
     selection_from_pandas,
 )
 from evi_udf.config import JobConfig
-from evi_udf.errors import ConfigError, StorageError
+from evi_udf.errors import StorageError, ZonesError
 from evi_udf.index_arrow import select_on_driver
 from evi_udf.ledger import (
+    FINGERPRINT_DIGITS,
     SPARK_GENERATION_TIME_PATTERN,
     Commit,
     GroupPlan,
@@ -51,12 +54,14 @@ from evi_udf.ledger import (
     PlannedGroup,
     format_generation_time,
     grid_name,
+    group_fingerprint,
     latest_commits,
     parameter_hash,
     plan_groups,
     scene_line,
     scene_set_fingerprint,
     superseded_files,
+    zone_line,
 )
 from evi_udf.mosaic import Canvas, MosaicPiece, mosaic_canvases, render
 from evi_udf.process import evi_to_rgba, write_png
@@ -72,6 +77,8 @@ from evi_udf.schema import (
 from evi_udf.stac import STAC_FOLDER, collection_uri, publish_catalog
 from evi_udf.storage import Storage
 from evi_udf.udf import make_group_function, result_frame
+from evi_udf.zone_assignment import BOX_COLUMNS, assign_zones, assign_zones_pandas
+from evi_udf.zone_input import ZoneSet, read_zones
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -201,11 +208,96 @@ def planned_groups_pandas(scenes: pd.DataFrame) -> list[PlannedGroup]:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunZones:
+    """The run's user zones: those read from ``zones.uri`` (with the rejected ones) and, in Spark,
+    the zones that may meet each selected tile (``mgrs_tile``, ``zone``, ``zone_id``, ``wkb``)."""
+
+    zone_set: ZoneSet
+    by_tile: DataFrame
+
+
+def zones_frame(zone_set: ZoneSet) -> pd.DataFrame:
+    """The accepted zones as rows: number, id, WKB (lon/lat) and bounding box."""
+    bounds = shapely.bounds(zone_set.geometries).reshape(-1, 4)
+    return pd.DataFrame(
+        {
+            "zone": np.arange(len(zone_set), dtype=np.int64),
+            "zone_id": list(zone_set.ids),
+            "wkb": list(shapely.to_wkb(zone_set.geometries)),
+            **{name: bounds[:, i] for i, name in enumerate(BOX_COLUMNS)},
+        }
+    )
+
+
+def prepare_zones(
+    spark: SparkSession, config: JobConfig, store: Storage, tiles: DataFrame
+) -> RunZones | None:
+    """Read and check the zones (before any group runs) and assign them to the selected tiles.
+
+    Raises
+    ------
+    ZonesError
+        If the zones file is unusable, or no zone in it is.
+    """
+    if config.zones.uri is None:
+        return None
+    zone_set = read_zones(config.zones, store)
+    if not len(zone_set):
+        reasons = "; ".join(f"{r.zone_id}: {r.reason}" for r in zone_set.rejected[:5])
+        raise ZonesError(
+            f"zones file {zone_set.uri}: no usable zone ({len(zone_set.rejected)} rejected: {reasons})"
+        )
+    zones = spark.createDataFrame(zones_frame(zone_set))
+    pairs = assign_zones(zones, tiles)
+    by_tile = pairs.join(zones.select("zone", "zone_id", "wkb"), "zone")
+    return RunZones(zone_set, by_tile)
+
+
+def tile_zone_fingerprints(by_tile: DataFrame) -> dict[str, str]:
+    """Each tile's zone fingerprint, as the group computes it (:func:`evi_udf.udf.tile_zone_fingerprint`):
+    one Spark job, one row per tile."""
+    from pyspark.sql import functions as F
+
+    # zone_line in Spark SQL: sha2 of binary is the lowercase hex digest, as hashlib's.
+    line = F.concat(
+        F.lit("zone|"), "zone_id", F.lit("|"), F.substring(F.sha2("wkb", 256), 1, FINGERPRINT_DIGITS)
+    )
+    joined = F.concat_ws("\n", F.array_sort(F.collect_set(line)))
+    fingerprint = F.substring(F.sha2(joined, 256), 1, FINGERPRINT_DIGITS)
+    return {
+        r.mgrs_tile: r.fingerprint
+        for r in by_tile.groupBy("mgrs_tile").agg(fingerprint.alias("fingerprint")).collect()
+    }
+
+
+def tile_zone_fingerprints_pandas(zone_set: ZoneSet, tiles: Sequence[str]) -> dict[str, str]:
+    """:func:`tile_zone_fingerprints` without Spark (``make plan`` on the driver)."""
+    frame = zones_frame(zone_set)
+    pairs = assign_zones_pandas(frame, pd.Series(list(tiles), dtype=object))
+    lines = pairs.merge(frame[["zone", "zone_id", "wkb"]], on="zone")
+    lines["line"] = [zone_line(str(i), bytes(w)) for i, w in zip(lines["zone_id"], lines["wkb"], strict=True)]
+    return {tile: scene_set_fingerprint(set(group["line"])) for tile, group in lines.groupby("mgrs_tile")}
+
+
+def with_zone_fingerprints(
+    planned: list[PlannedGroup], fingerprints: Mapping[str, str]
+) -> list[PlannedGroup]:
+    """The planned groups with their tile's zones in their fingerprints (:func:`group_fingerprint`)."""
+    return [
+        dataclasses.replace(
+            p, fingerprint=group_fingerprint(p.fingerprint, fingerprints.get(p.key.mgrs_tile))
+        )
+        for p in planned
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
 class RunPlan:
     """The scenes a run selected and what it does with each group."""
 
     selection: CatalogSelection
     groups: list[GroupPlan]
+    zones: RunZones | None = None
 
     @property
     def todo(self) -> list[GroupPlan]:
@@ -216,7 +308,8 @@ class RunPlan:
 
 
 def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
-    """Select scenes and decide, from one listing of the ledger, which groups to (re)make."""
+    """Select scenes, assign the zones to their tiles and decide, from one listing of the ledger,
+    which groups to (re)make."""
     on_driver = select_on_driver(config.catalog)
     if on_driver is not None:
         scenes, rejected = on_driver
@@ -226,8 +319,15 @@ def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
         selection = select_scenes(spark, config.catalog)
         with index_read_errors(config.catalog.index_uri):
             planned = planned_groups(selection.scenes)
+    tiles = spark.createDataFrame(
+        pd.DataFrame({"mgrs_tile": sorted({p.key.mgrs_tile for p in planned})}, dtype=object),
+        "mgrs_tile string",
+    )
+    zones = prepare_zones(spark, config, ledger.storage, tiles)
+    if zones is not None:
+        planned = with_zone_fingerprints(planned, tile_zone_fingerprints(zones.by_tile))
     plans = plan_groups(planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite)
-    return RunPlan(selection, plans)
+    return RunPlan(selection, plans, zones)
 
 
 def bucket_ids(spark: SparkSession, partitions: int) -> list[int]:
@@ -279,6 +379,7 @@ def _process(
     config: JobConfig,
     run_id: str,
     canvases: Mapping[str, Canvas],
+    zones: RunZones | None = None,
 ) -> pd.DataFrame:
     from pyspark.sql import functions as F
 
@@ -289,16 +390,17 @@ def _process(
         [(key.mgrs_tile, key.period, bucket) for key, bucket in zip(todo, ids, strict=True)],
         "mgrs_tile string, period string, bucket long",
     )
+    grouped = scenes.join(F.broadcast(buckets), ["mgrs_tile", "period"]).groupBy("bucket")
     with _one_group_per_task(spark, len(todo)):
-        results = (
-            scenes.join(F.broadcast(buckets), ["mgrs_tile", "period"])
-            .groupBy("bucket")
-            .applyInPandas(
-                make_group_function(config, run_id, canvases=canvases), schema=result_spark_schema()
-            )
-            .toPandas()
-        )
-    return results
+        if zones is None:
+            function = make_group_function(config, run_id, canvases=canvases)
+            results = grouped.applyInPandas(function, schema=result_spark_schema())
+        else:
+            # Each group gets the zones of its tile (every period of a tile gets them all).
+            zone_groups = zones.by_tile.join(F.broadcast(buckets), "mgrs_tile").groupBy("bucket")
+            function = make_group_function(config, run_id, canvases=canvases, with_zones=True)
+            results = grouped.cogroup(zone_groups).applyInPandas(function, schema=result_spark_schema())
+        return results.toPandas()
 
 
 def index_row_id(raw: Mapping[str, Any]) -> str:
@@ -441,13 +543,6 @@ def run(
         single scenes and groups are rows, not exceptions. Whatever the groups committed before such
         an error stays committed: a rerun loads it without processing it again.
     """
-    if config.zones.uri is not None:
-        # Zone statistics are computed in the block walk (process_group) but have no tables yet:
-        # refusing the setting is better than a run that silently writes none.
-        raise ConfigError(
-            f"zones.uri: {config.zones.uri}: the job does not write zone statistics to tables yet "
-            "(issue 14 in progress); unset zones.uri to run"
-        )
     started = clock()
     started_clock = time.perf_counter()
     store = Storage(config.storage.anonymous_buckets, config.storage.project)
@@ -473,7 +568,12 @@ def run(
     )
     canvases = mosaic_canvases(todo, config.run.mosaic_size)
     lap("plan")
-    results = _process(spark, plan.selection.scenes, todo, config, run_id, canvases)
+    if plan.zones is not None:
+        zone_set = plan.zones.zone_set
+        log(f"zones {zone_set.uri}: {len(zone_set)} zones, {len(zone_set.rejected)} rejected")
+        for rejection in zone_set.rejected[:20]:
+            log(f"  zone {rejection.zone_id!r} (feature {rejection.position}): {rejection.reason}")
+    results = _process(spark, plan.selection.scenes, todo, config, run_id, canvases, plan.zones)
     lap("process")
     rejected = rejected_records(plan.selection.rejected.toPandas(), run_id)
     outcome = load_tables(spark, ledger, sink, results, rejected, run_id)

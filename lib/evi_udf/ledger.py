@@ -118,6 +118,20 @@ def scene_set_fingerprint(lines: Iterable[str]) -> str:
     return digest[:FINGERPRINT_DIGITS]
 
 
+def zone_line(zone_id: str, wkb: bytes) -> str:
+    """One zone's line in a tile's zone fingerprint: its id and a hash of its geometry (WKB)."""
+    return f"zone|{zone_id}|{hashlib.sha256(wkb).hexdigest()[:FINGERPRINT_DIGITS]}"
+
+
+def group_fingerprint(scene_fingerprint: str, zone_fingerprint: str | None) -> str:
+    """What a group's commit is made of: its scene set and, when the run has zones on its tile, the
+    fingerprint of those zones (:func:`scene_set_fingerprint` of their :func:`zone_line` lines).
+    Without zones it is the scene set's fingerprint, so adding zones elsewhere remakes no group."""
+    if zone_fingerprint is None:
+        return scene_fingerprint
+    return scene_set_fingerprint([f"scenes|{scene_fingerprint}", f"zones|{zone_fingerprint}"])
+
+
 def fingerprint_of(scenes: Iterable[SceneRef]) -> str:
     """:func:`scene_set_fingerprint` of the scenes a group was given."""
     return scene_set_fingerprint(
@@ -383,13 +397,15 @@ class Ledger:
         run_id: str,
         clock: Callable[[], dt.datetime],
         scratch_dir: str | None = None,
+        zone_fingerprint: str | None = None,
     ) -> list[dict[str, Any]]:
         """Publish the commit record of one attempt at a group; return its rows, stamped.
 
         ``records`` are the group's composite, scene and failure result records. They are stamped
         with ``run_id`` and the commit id, a commit row is added, and the record is published under
         its final name in one step (nothing else is written after it). Then orphans of earlier
-        attempts are removed (see :data:`ORPHAN_GRACE`).
+        attempts are removed (see :data:`ORPHAN_GRACE`). ``zone_fingerprint``: the fingerprint of
+        the zones the group was given, part of what the commit is made of (:func:`group_fingerprint`).
 
         Raises
         ------
@@ -402,7 +418,7 @@ class Ledger:
         scene_rows = [r for r in records if r["kind"] == "scene"]
         failed_products = {r.get("product_id") for r in records if r["kind"] == "failure"} - {None}
         status = "failed" if not composites else "partial" if failed_products else "ok"
-        fingerprint = fingerprint_of(scenes)
+        fingerprint = group_fingerprint(fingerprint_of(scenes), zone_fingerprint)
         committed_at = clock().astimezone(dt.timezone.utc)
         name = record_name(committed_at, attempt, status, len(scenes), fingerprint)
         uri = f"{self.group_prefix(grid, params, key)}/{name}"

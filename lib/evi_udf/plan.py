@@ -24,9 +24,10 @@ from evi_udf.config import JobConfig
 from evi_udf.cost import estimate_cost
 from evi_udf.errors import EviError
 from evi_udf.index_arrow import select_on_driver
-from evi_udf.job import plan_run, planned_groups_pandas
+from evi_udf.job import plan_run, planned_groups_pandas, tile_zone_fingerprints_pandas, with_zone_fingerprints
 from evi_udf.ledger import Ledger, parameter_hash, plan_groups
 from evi_udf.storage import Storage
+from evi_udf.zone_input import read_zones
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -45,6 +46,10 @@ def plan_table(config: JobConfig, spark: Callable[[], SparkSession]) -> tuple[pd
     if on_driver is not None:
         scenes, rejected_rows = on_driver
         planned = planned_groups_pandas(scenes)
+        if config.zones.uri is not None:
+            zone_set = read_zones(config.zones, ledger.storage)
+            tiles = sorted({p.key.mgrs_tile for p in planned})
+            planned = with_zone_fingerprints(planned, tile_zone_fingerprints_pandas(zone_set, tiles))
         plans = plan_groups(
             planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite
         )

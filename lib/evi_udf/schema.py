@@ -153,6 +153,74 @@ class SceneRow:
 
 
 @dataclasses.dataclass(frozen=True)
+class ZoneSceneRow:
+    """One row of ``evi_zone_scene_parts``: one user zone's EVI in one acquisition, from one tile.
+
+    A tile counts only the zone's pixels on the ground it owns (:mod:`evi_udf.zones`), so the parts
+    of a zone on several tiles add up to the whole zone, each pixel once; the view
+    ``evi_zone_scenes`` merges them per acquisition (the pass: mission, datatake start and orbit,
+    the same on every tile). The statistics are mergeable: sums, not means; the EVI histogram in
+    int16 steps (EVI x 10000) gives exact quantiles of the merged zone.
+    """
+
+    zone_id: str
+    mgrs_tile: str
+    period: str
+    acquisition: str
+    granule_id: str
+    product_id: str
+    sensing_time: dt.datetime
+    zone_whole: bool
+    total_pixels: int
+    valid_pixels: int
+    masked_pixels: int
+    nodata_pixels: int
+    invalid_pixels: int
+    evi_sum: float
+    evi_m2: float
+    evi_mean: float
+    evi_std: float
+    evi_min: float
+    evi_max: float
+    evi_p10: float
+    evi_p50: float
+    evi_p90: float
+    evi_steps: list[int]
+    evi_step_counts: list[int]
+    parameter_hash: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoneCompositeRow:
+    """One row of ``evi_zone_composite_parts``: one user zone's EVI in one tile's composite of a
+    period, mergeable as :class:`ZoneSceneRow` (the view ``evi_zone_composites`` merges the tiles)."""
+
+    zone_id: str
+    mgrs_tile: str
+    period: str
+    period_start: dt.date
+    period_end: dt.date
+    zone_whole: bool
+    total_pixels: int
+    valid_pixels: int
+    masked_pixels: int
+    nodata_pixels: int
+    invalid_pixels: int
+    evi_sum: float
+    evi_m2: float
+    evi_mean: float
+    evi_std: float
+    evi_min: float
+    evi_max: float
+    evi_p10: float
+    evi_p50: float
+    evi_p90: float
+    evi_steps: list[int]
+    evi_step_counts: list[int]
+    parameter_hash: str
+
+
+@dataclasses.dataclass(frozen=True)
 class FailureRow:
     """One row of ``evi_failures``: a scene or a whole group that could not be processed."""
 
@@ -199,6 +267,14 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
         "series), cloud masking and radiometry."
     ),
     "evi_failures": "One row per scene or group that could not be processed, with the stage and the error.",
+    "evi_zone_scene_parts": (
+        "One row per user zone, acquisition and tile: the zone's EVI over the pixels that tile owns, as "
+        "mergeable sums and an int16-step histogram. Query the view evi_zone_scenes, which merges the tiles."
+    ),
+    "evi_zone_composite_parts": (
+        "One row per user zone, period and tile: the zone's EVI in that tile's composite over the pixels "
+        "the tile owns, mergeable. Query the view evi_zone_composites, which merges the tiles."
+    ),
     "evi_rejected": (
         "One row per Sentinel-2 index row the catalog could not use (malformed, no BASE_URL, superseded by "
         "a newer processing baseline), with the reason; kept with the run that first rejected it."
@@ -282,6 +358,22 @@ _COLUMN_DOCS: dict[str, str] = {
     "error_class": "Python class of the error (an evi_udf.errors class for expected failures).",
     "message": "What went wrong, naming the scene, file or setting.",
     "index_row_id": "Hash of the index row's 14 raw fields: identifies the line across runs.",
+    "zone_id": "The user zone's id, as the zones file (zones.uri, column zones.id_column) gives it.",
+    "acquisition": (
+        "The Sentinel-2 pass: mission, datatake start and relative orbit (S2B_20220113T002709_R016), the "
+        "same on every tile it covers."
+    ),
+    "zone_whole": "Whether the zone lies wholly on this tile's owned ground (its only part).",
+    "evi_sum": "Sum of the zone's valid EVI values on this tile.",
+    "evi_m2": "Sum of squared deviations of those values from their mean (Chan et al.): merges exactly.",
+    "evi_p10": "10th percentile of the valid EVI (exact for EVI quantized to 0.0001).",
+    "evi_p90": "90th percentile of the valid EVI (exact for EVI quantized to 0.0001).",
+    "evi_steps": (
+        "For a zone other tiles also count: the distinct EVI values of its valid pixels on this tile, in "
+        "int16 steps (EVI x 10000), so the view's quantiles of the merged zone are exact; empty for a "
+        "whole zone, whose quantiles are final here."
+    ),
+    "evi_step_counts": "Pixels at each of evi_steps.",
     "raw_sensing_time": "SENSING_TIME of the index row as written (text; it may not parse).",
     "reason": (
         "Why the row could not be used (names the field and the bad value, or the superseding product)."
@@ -301,6 +393,28 @@ _TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
     ("evi_failures", "granule_id"): "The failed scene's granule id; null for a failure of the whole group.",
     ("evi_failures", "product_id"): "The failed scene's product id; null for a failure of the whole group.",
     ("evi_failures", "mgrs_tile"): "MGRS tile of the group.",
+    **{
+        (table, column): text
+        for table in ("evi_zone_scene_parts", "evi_zone_composite_parts")
+        for column, text in (
+            ("mgrs_tile", "The tile that counted this part of the zone (the group's tile)."),
+            ("total_pixels", "Pixels of the zone on this tile's owned ground (10 m, or the coarse grid)."),
+            ("valid_pixels", "Of those, pixels with a valid EVI."),
+            (
+                "masked_pixels",
+                "Of those, pixels observed but hidden by the cloud mask (no clear observation).",
+            ),
+            ("nodata_pixels", "Of those, pixels with no observation (outside the swath)."),
+            ("invalid_pixels", "Of those, clear pixels whose EVI was rejected."),
+            ("evi_mean", "Mean of the valid EVI on this tile (the zone's mean when zone_whole)."),
+            ("evi_std", "Standard deviation (population) of the valid EVI on this tile."),
+            ("evi_min", "Smallest valid EVI on this tile (quantized to 0.0001)."),
+            ("evi_max", "Largest valid EVI on this tile (quantized to 0.0001)."),
+            ("evi_p10", "10th percentile of the zone's valid EVI when zone_whole; null for a part."),
+            ("evi_p50", "Median of the zone's valid EVI when zone_whole; null for a part."),
+            ("evi_p90", "90th percentile of the zone's valid EVI when zone_whole; null for a part."),
+        )
+    },
 }
 
 
@@ -348,6 +462,8 @@ ROW_TYPES: dict[str, type] = {
     "failure": FailureRow,
     "rejected": RejectedRow,
     "mosaic_piece": MosaicPieceRow,
+    "zone_scene": ZoneSceneRow,
+    "zone_composite": ZoneCompositeRow,
 }
 TABLE_NAMES: dict[str, str] = {
     "commit": "evi_commits",
@@ -355,10 +471,12 @@ TABLE_NAMES: dict[str, str] = {
     "scene": "evi_scenes",
     "failure": "evi_failures",
     "rejected": "evi_rejected",
+    "zone_scene": "evi_zone_scene_parts",
+    "zone_composite": "evi_zone_composite_parts",
 }
 KIND_OF_TABLE: dict[str, str] = {table: kind for kind, table in TABLE_NAMES.items()}
 # The kinds a group's commit record holds; its rows replace the group's rows as a whole.
-GROUP_KINDS: tuple[str, ...] = ("commit", "composite", "scene", "failure")
+GROUP_KINDS: tuple[str, ...] = ("commit", "composite", "scene", "failure", "zone_scene", "zone_composite")
 GROUP_TABLES: tuple[str, ...] = tuple(TABLE_NAMES[kind] for kind in GROUP_KINDS)
 # What a group is across runs: tile, period and raster parameters. One commit per group is current.
 GROUP_KEY_COLUMNS: tuple[str, ...] = ("mgrs_tile", "period", "parameter_hash")
@@ -371,6 +489,8 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "evi_scenes": ("mgrs_tile", "product_id", "period", "parameter_hash"),
     "evi_failures": ("mgrs_tile", "period", "parameter_hash", "granule_id", "product_id", "stage"),
     "evi_rejected": ("index_row_id", "stage", "reason"),
+    "evi_zone_scene_parts": ("zone_id", "mgrs_tile", "product_id", "period", "parameter_hash"),
+    "evi_zone_composite_parts": ("zone_id", "mgrs_tile", "period", "parameter_hash"),
 }
 
 

@@ -10,26 +10,40 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import shapely
 
 from evi_udf.config import JobConfig
 from evi_udf.errors import EviError
-from evi_udf.ledger import Ledger, group_outputs, new_attempt, parameter_hash
+from evi_udf.ledger import (
+    Ledger,
+    group_outputs,
+    new_attempt,
+    parameter_hash,
+    scene_set_fingerprint,
+    zone_line,
+)
 from evi_udf.mosaic import Canvas
-from evi_udf.process import process_group
+from evi_udf.process import GroupResult, process_group
 from evi_udf.schema import (
     FailureRow,
     GroupKey,
     MosaicPieceRow,
     SceneRef,
+    ZoneCompositeRow,
+    ZoneSceneRow,
     result_fields,
     to_result_records,
 )
 from evi_udf.storage import Storage
+from evi_udf.zonal import ZoneStatistics, ZoneSummary, summarize
+from evi_udf.zones import ZoneInput
 
 # Failures that are not the pipeline's own errors are bugs or environment faults; the message keeps
 # the innermost frames so that a failure row is enough to find the line.
@@ -128,7 +142,8 @@ def make_group_function(
     run_id: str,
     clock: Callable[[], dt.datetime] | None = None,
     canvases: Mapping[str, Canvas] | None = None,
-) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    with_zones: bool = False,
+) -> Callable[..., pd.DataFrame]:
     """The function ``groupBy(...).applyInPandas`` calls for each (tile, period) group.
 
     It makes the group's outputs under a new attempt's names, then publishes the group's commit
@@ -141,10 +156,19 @@ def make_group_function(
     rows come back without a commit id, with a ``commit`` failure row: the group is not done and the
     next run remakes it. With ``canvases`` (period -> run mosaic canvas), the composite's piece of the
     mosaic comes back too, as a ``mosaic_piece`` row that no table or record holds.
+
+    With ``with_zones`` it takes two frames, for ``groupBy(...).cogroup(...).applyInPandas``: the
+    group's scenes and the zones that may meet its tile (``zone``, ``zone_id``, ``wkb`` in
+    longitude/latitude), and the zone rows commit with the group.
     """
     now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
 
-    def process(group: pd.DataFrame) -> pd.DataFrame:
+    def process_with_zones(group: pd.DataFrame, zones: pd.DataFrame) -> pd.DataFrame:
+        if group.empty:  # zones of a tile with no group in this run
+            return result_frame([])
+        return process(group, zones)
+
+    def process(group: pd.DataFrame, zones: pd.DataFrame | None = None) -> pd.DataFrame:
         ledger = Ledger(config.output.root, _storage(config))
         scratch = spark_local_dir()
         try:
@@ -155,7 +179,11 @@ def make_group_function(
             return result_frame([{**record, "run_id": run_id} for record in records])
         attempt = new_attempt()
         pieces: list[dict[str, Any]] = []
+        zone_input, zone_ids, zone_fingerprint = None, {}, None
         try:
+            if zones is not None:
+                zone_input, zone_ids = zones_from_pandas(zones)
+                zone_fingerprint = tile_zone_fingerprint(zones)
             result = process_group(
                 key,
                 scenes,
@@ -165,6 +193,7 @@ def make_group_function(
                 scratch_dir=scratch,
                 outputs=group_outputs(config, key, attempt),
                 canvas=(canvases or {}).get(key.period),
+                zones=zone_input,
             )
             if result.mosaic_piece is not None:
                 piece = result.mosaic_piece
@@ -178,17 +207,143 @@ def make_group_function(
             )
             if result.composite is not None:
                 records = to_result_records("composite", [result.composite]) + records
+            if zone_input is not None:
+                records += zone_records(key, result, zone_ids, parameter_hash(config.raster))
         except Exception as exc:  # the UDF edge: every failure becomes a row
             records = to_result_records("failure", [_group_failure(group, exc, config)])
         try:
             return result_frame(
-                ledger.commit(config, key, scenes, attempt, records, run_id, now, scratch) + pieces
+                ledger.commit(config, key, scenes, attempt, records, run_id, now, scratch, zone_fingerprint)
+                + pieces
             )
         except EviError as exc:
             unrecorded = records + to_result_records("failure", [_group_failure(group, exc, config)])
             return result_frame([{**record, "run_id": run_id} for record in unrecorded])
 
-    return process
+    return process_with_zones if with_zones else process
+
+
+def tile_zone_fingerprint(zones: pd.DataFrame) -> str | None:
+    """The fingerprint of the zones a group was given (None when there are none)."""
+    lines = [zone_line(str(i), bytes(w)) for i, w in zip(zones["zone_id"], zones["wkb"], strict=True)]
+    return scene_set_fingerprint(set(lines)) if lines else None
+
+
+def zones_from_pandas(zones: pd.DataFrame) -> tuple[ZoneInput, dict[int, str]]:
+    """The zones handed to a group (``zone``, ``zone_id``, ``wkb``) as :class:`ZoneInput` and the id
+    of each zone number."""
+    zones = zones.drop_duplicates("zone").sort_values("zone")
+    numbers = [int(number) for number in zones["zone"]]
+    geometries = list(shapely.from_wkb(np.asarray(zones["wkb"].map(bytes), dtype=object)))
+    return ZoneInput(numbers, geometries), dict(zip(numbers, map(str, zones["zone_id"]), strict=True))
+
+
+# New-format product ids: mission, level, datatake start, baseline, relative orbit, tile, discriminator.
+_PASS_IN_PRODUCT_ID = re.compile(r"^(S2[A-D])_MSI(?:L1C|L2A)_(\d{8}T\d{6})_N\d{4}_R(\d{3})_T")
+
+
+def acquisition_of(product_id: str) -> str:
+    """The pass a product belongs to, the same on every tile it covers: mission, datatake start and
+    relative orbit (``S2B_20220113T002709_R016``). A product id of the 2015-2016 format (one product
+    for many tiles) is its own pass."""
+    match = _PASS_IN_PRODUCT_ID.match(product_id)
+    return f"{match[1]}_{match[2]}_R{match[3]}" if match else product_id
+
+
+def _zone_columns(statistics: ZoneStatistics, zone_ids: Mapping[int, str]) -> list[dict[str, Any]]:
+    """One dict of zone columns per zone of ``statistics`` (whole zones, then the parts)."""
+    columns: list[dict[str, Any]] = []
+    whole = statistics.whole
+    for i, number in enumerate(whole.zone):
+        n = int(whole.valid[i])
+        columns.append(
+            {
+                "zone_id": zone_ids[int(number)],
+                "zone_whole": True,
+                **_pixel_columns(whole, i),
+                "evi_sum": float(whole.mean[i]) * n if n else 0.0,
+                "evi_m2": float(whole.std[i]) ** 2 * n if n else 0.0,
+                **_value_columns(whole, i),
+                **{f"evi_{name}": _float(values[i]) for name, values in whole.quantiles.items()},
+                "evi_steps": [],
+                "evi_step_counts": [],
+            }
+        )
+    parts = statistics.split
+    summary = summarize(parts)
+    starts = np.searchsorted(parts.hist_zone, parts.zone)
+    ends = np.searchsorted(parts.hist_zone, parts.zone, side="right")
+    for i, number in enumerate(parts.zone):
+        columns.append(
+            {
+                "zone_id": zone_ids[int(number)],
+                "zone_whole": False,
+                **_pixel_columns(summary, i),
+                "evi_sum": float(parts.total[i]),
+                "evi_m2": float(parts.m2[i]),
+                **_value_columns(summary, i),
+                **{f"evi_{name}": None for name in summary.quantiles},
+                "evi_steps": parts.hist_step[starts[i] : ends[i]].tolist(),
+                "evi_step_counts": parts.hist_count[starts[i] : ends[i]].tolist(),
+            }
+        )
+    return columns
+
+
+def _float(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def _pixel_columns(summary: ZoneSummary, i: int) -> dict[str, int]:
+    return {
+        "total_pixels": int(summary.pixels[i]),
+        "valid_pixels": int(summary.valid[i]),
+        "masked_pixels": int(summary.masked[i]),
+        "nodata_pixels": int(summary.nodata[i]),
+        "invalid_pixels": int(summary.invalid[i]),
+    }
+
+
+def _value_columns(summary: ZoneSummary, i: int) -> dict[str, float | None]:
+    return {name: _float(getattr(summary, name.removeprefix("evi_"))[i]) for name in ZONE_VALUE_COLUMNS}
+
+
+ZONE_VALUE_COLUMNS = ("evi_mean", "evi_std", "evi_min", "evi_max")
+
+
+def zone_records(
+    key: GroupKey, result: GroupResult, zone_ids: Mapping[int, str], params: str
+) -> list[dict[str, Any]]:
+    """The group's zone rows (``zone_scene`` per scene and zone, ``zone_composite`` per zone) as
+    result records."""
+    scene_rows = [
+        ZoneSceneRow(
+            mgrs_tile=key.mgrs_tile,
+            period=key.period,
+            acquisition=acquisition_of(scene.product_id),
+            granule_id=scene.granule_id,
+            product_id=scene.product_id,
+            sensing_time=scene.sensing_time,
+            parameter_hash=params,
+            **columns,
+        )
+        for scene, statistics in zip(result.scenes, result.zone_scenes, strict=True)
+        for columns in _zone_columns(statistics, zone_ids)
+    ]
+    composite_rows = []
+    if result.zone_composite is not None and result.composite is not None:
+        composite_rows = [
+            ZoneCompositeRow(
+                mgrs_tile=key.mgrs_tile,
+                period=key.period,
+                period_start=key.period_start,
+                period_end=key.period_end,
+                parameter_hash=params,
+                **columns,
+            )
+            for columns in _zone_columns(result.zone_composite, zone_ids)
+        ]
+    return to_result_records("zone_scene", scene_rows) + to_result_records("zone_composite", composite_rows)
 
 
 def _storage(config: JobConfig) -> Storage:

@@ -69,6 +69,13 @@ PARTITIONING: dict[str, tuple[str, str] | None] = {
     "evi_scenes": ("sensing_time", "DAY"),
     "evi_failures": None,
     "evi_rejected": None,
+    "evi_zone_scene_parts": ("sensing_time", "DAY"),
+    "evi_zone_composite_parts": ("period_start", "MONTH"),
+}
+# Zone tables are read by zone: cluster them by it.
+CLUSTERING: dict[str, list[str]] = {
+    "evi_zone_scene_parts": ["zone_id", "mgrs_tile"],
+    "evi_zone_composite_parts": ["zone_id", "mgrs_tile"],
 }
 GEOGRAPHY_COLUMNS = {"evi_composites": ("footprint", "footprint_wkt")}
 # What a failed load or query raises once the client's own retries are spent.
@@ -102,7 +109,7 @@ def _window_filter(table: str, alias: str, window: tuple[dt.date, dt.date]) -> s
         return "TRUE"
     first, last = (day.isoformat() for day in window)
     column = f"{alias}.{_quote(partition[0])}"
-    if table == TABLE_NAMES["scene"]:
+    if partition[0] == "sensing_time":
         after_last = (window[1] + dt.timedelta(days=1)).isoformat()
         return f"({column} >= TIMESTAMP '{first}' AND {column} < TIMESTAMP '{after_last}')"
     return f"{column} BETWEEN DATE '{first}' AND DATE '{last}'"
@@ -196,7 +203,7 @@ class BigQuerySink:
                     target.time_partitioning = bigquery.TimePartitioning(
                         type_=partition[1], field=partition[0]
                     )
-                target.clustering_fields = ["mgrs_tile"]
+                target.clustering_fields = CLUSTERING.get(table, ["mgrs_tile"])
                 self._call(table_id, "create the table", self.client.create_table, target, exists_ok=True)
                 continue
             except _API_ERRORS as exc:
