@@ -21,7 +21,11 @@ setup:
 $(SAMPLE)/L2/index.csv.gz: | setup
 	$(PY) -m evi_udf.sample --out $(SAMPLE) --level L2A --resolution-factor 10 --seed 0
 
-sample: $(SAMPLE)/L2/index.csv.gz
+# A sample generated before zones existed gets its zones file alone.
+$(SAMPLE)/zones.parquet: | $(SAMPLE)/L2/index.csv.gz
+	$(PY) -m evi_udf.sample --out $(SAMPLE) --zones-only --seed 0
+
+sample: $(SAMPLE)/L2/index.csv.gz $(SAMPLE)/zones.parquet
 
 # ARGS passes job options, e.g. make run ARGS=--overwrite
 run: setup sample

@@ -233,7 +233,7 @@ def child_plan_driver(index: str, output_root: str) -> dict[str, Any]:
     """What ``make plan`` runs on a local cache: selection on the driver, the ledger listed, no Spark."""
     import dataclasses
 
-    from evi_udf.config import load_config
+    from evi_udf.config import ZonesConfig, load_config
     from evi_udf.index_arrow import driver_selection_applies
     from evi_udf.plan import plan_table
 
@@ -242,8 +242,9 @@ def child_plan_driver(index: str, output_root: str) -> dict[str, Any]:
 
     base = load_config(str(REPO / "conf" / "local.yaml"))
     catalog = catalog_config(index, 2_000_000)
+    # The plan of the index alone: no zones (conf/local.yaml names the sample's).
     config = dataclasses.replace(
-        base, catalog=catalog, output=dataclasses.replace(base.output, root=output_root)
+        base, catalog=catalog, output=dataclasses.replace(base.output, root=output_root), zones=ZonesConfig()
     )
     started = time.perf_counter()
     groups, rejected = plan_table(config, no_spark)

@@ -144,15 +144,3 @@ def test_file_level_problems_are_errors_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected one of"):
         ZonesConfig(uri="zones.shp")
 
-
-def test_the_job_refuses_zones_until_it_writes_their_tables(tmp_path: Path) -> None:
-    """Zone statistics have no tables yet: a run with zones.uri set stops at once, saying so, rather
-    than finishing without them."""
-    from evi_udf.config import config_from_mapping
-    from evi_udf.job import run
-
-    path = tmp_path / "zones.parquet"
-    write_geoparquet(path, rows=ROWS[:1])
-    config = config_from_mapping({"catalog": {"index_uri": "unused"}, "zones": {"uri": str(path)}})
-    with pytest.raises(ConfigError, match=r"zones.uri: .*does not write zone statistics to tables yet"):
-        run(None, config, sink=None)  # type: ignore[arg-type]

@@ -101,6 +101,9 @@ class ResultSink(Protocol):
     def current_composites(self, parameter_hash: str) -> pd.DataFrame:
         """The composites of one parameter set the tables hold (``evi_udf.stac.CURRENT_COLUMNS``)."""
 
+    def load_zones(self, zones: pd.DataFrame, run_id: str) -> None:
+        """Replace the zones table with the run's zones (``zone_id``, ``geometry_wkt``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RunReport:
@@ -573,6 +576,8 @@ def run(
         log(f"zones {zone_set.uri}: {len(zone_set)} zones, {len(zone_set.rejected)} rejected")
         for rejection in zone_set.rejected[:20]:
             log(f"  zone {rejection.zone_id!r} (feature {rejection.position}): {rejection.reason}")
+        wkt = shapely.to_wkt(zone_set.geometries, rounding_precision=-1)
+        sink.load_zones(pd.DataFrame({"zone_id": list(zone_set.ids), "geometry_wkt": list(wkt)}), run_id)
     results = _process(spark, plan.selection.scenes, todo, config, run_id, canvases, plan.zones)
     lap("process")
     rejected = rejected_records(plan.selection.rejected.toPandas(), run_id)

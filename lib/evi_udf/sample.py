@@ -946,7 +946,68 @@ def generate_archive(spec: SampleSpec, progress: bool = False) -> dict[str, Path
         path = index_path(root, level)
         _write_index(path, level_rows)
         written[level] = path
+    written["zones"] = write_sample_zones(root, spec.tiles, spec.seed)
     return written
+
+
+ZONES_FILE = "zones.parquet"
+
+
+def sample_zones(tiles: Sequence[str], seed: int) -> tuple[list[str], list[object]]:
+    """User zones over the sample tiles, like a real zones file: a few hundred fields of 100-600 m,
+    farms of 2-5 km, districts of 20-40 km, fields smaller than a sample pixel, and zones across the
+    54/55 UTM boundary (144 E) and in the swath-edge no-data west of it.
+
+    Returns
+    -------
+    (ids, geometries)
+        Zone ids and shapely polygons in longitude/latitude.
+    """
+    import shapely
+
+    rng = np.random.default_rng([seed, 14])
+    boxes = [shapely.Polygon(tile_footprint(tile_grid(tile, 10))).bounds for tile in tiles]
+    west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    east, north = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    metres = 1 / 111_320.0  # degrees of latitude per metre; longitude is stretched by 1/cos(lat)
+    stretch = 1 / np.cos(np.radians((south + north) / 2))
+    ids: list[str] = []
+    geometries: list[object] = []
+
+    def add(prefix: str, count: int, low_m: float, high_m: float, lon_range: tuple[float, float]) -> None:
+        for number in range(count):
+            size = rng.uniform(low_m, high_m) * metres
+            lon = rng.uniform(*lon_range)
+            lat = rng.uniform(south + 0.05, north - 0.05)
+            half_lon, half_lat = size * stretch / 2, size / 2
+            if rng.random() < 0.3:  # a triangle
+                polygon = shapely.Polygon(
+                    [
+                        (lon - half_lon, lat - half_lat),
+                        (lon + half_lon, lat - half_lat),
+                        (lon, lat + half_lat),
+                    ]
+                )
+            else:
+                polygon = shapely.box(lon - half_lon, lat - half_lat, lon + half_lon, lat + half_lat)
+            ids.append(f"{prefix}-{number:03d}")
+            geometries.append(polygon)
+
+    inside = (west + 0.05, east - 0.05)
+    add("field", 250, 100.0, 600.0, inside)
+    add("farm", 20, 2_000.0, 5_000.0, inside)
+    add("district", 5, 20_000.0, 40_000.0, inside)
+    add("tiny", 10, 5.0, 15.0, inside)
+    add("boundary", 10, 500.0, 3_000.0, (143.98, 144.02))  # across 144 E
+    return ids, geometries
+
+
+def write_sample_zones(root: Path, tiles: Sequence[str], seed: int) -> Path:
+    """Write :func:`sample_zones` as ``<root>/zones.parquet`` (GeoParquet)."""
+    from evi_udf.zone_input import write_zones_geoparquet
+
+    ids, geometries = sample_zones(tiles, seed)
+    return write_zones_geoparquet(root / ZONES_FILE, ids, geometries)
 
 
 def _by_tile_and_acquisition(
@@ -984,6 +1045,9 @@ def _parse_args(argv: Sequence[str] | None) -> SampleSpec:
     )
     parser.add_argument("--bucket-url", help="make BASE_URL gs://BUCKET/... instead of the local folder")
     parser.add_argument(
+        "--zones-only", action="store_true", help=f"write only the sample zones ({ZONES_FILE}) into --out"
+    )
+    parser.add_argument(
         "--cloud-profile",
         default="mixed",
         help="mixed (default), clear (a dry month) or cloudy (a fifth of the dates clear, the rest 40-90%% "
@@ -996,6 +1060,9 @@ def _parse_args(argv: Sequence[str] | None) -> SampleSpec:
         tiles = tuple(normalize_tile(tile) for tile in tiles)
     except ValueError as exc:
         raise SampleError(f"--tiles: {exc}") from exc
+    if args.zones_only:
+        write_sample_zones(args.out, tiles, args.seed)
+        raise SystemExit(0)
     return SampleSpec(
         out=args.out,
         levels=levels,
@@ -1024,7 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for level, path in written.items():
-        print(f"{level} index: {path}")
+        print(f"{level} index: {path}" if level != "zones" else f"zones: {path}")
     return 0
 
 

@@ -180,3 +180,20 @@ def check_zones(uri: str, ids: list[object], wkb: list[bytes | None], crs: CRS) 
     return ZoneSet(
         uri, np.array([i for i, k in zip(text_ids, keep, strict=True) if k], dtype=object), accepted, rejected
     )
+
+
+def write_zones_geoparquet(path: Path, ids: list[str], geometries: list[object]) -> Path:
+    """Write zones (ids, lon/lat shapely geometries) as a GeoParquet file, the format ``zones.uri``
+    reads first (WKB geometry, CRS longitude/latitude)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    geo = {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon", "MultiPolygon"]}},
+    }
+    table = pa.table({"zone_id": ids, "geometry": [shapely.to_wkb(g) for g in geometries]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), path)
+    return path

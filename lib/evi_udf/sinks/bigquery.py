@@ -58,6 +58,7 @@ from evi_udf.schema import (
     table_arrow_schema,
     table_fields,
 )
+from evi_udf.zone_views import ZONE_VIEWS, zone_view_sql
 
 PROJECT_ID = re.compile(r"^(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 DATASET_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
@@ -84,6 +85,17 @@ _API_ERRORS = (GoogleAPIError, requests.RequestException)
 # says so. Such a load is run again from the start (it is idempotent).
 _CONFLICT = re.compile(r"concurrent update|could not serialize|aborted due to concurrent", re.IGNORECASE)
 CONFLICT_RETRIES = 6
+# The user zones of the latest run, with their geometry as GEOGRAPHY (replaced by every run with zones).
+ZONES_TABLE = "evi_zones"
+ZONE_VIEW_DESCRIPTIONS = {
+    "evi_zone_scenes": (
+        "One row per user zone and Sentinel-2 acquisition: the zone's EVI statistics over all its pixels, "
+        "merged over the tiles that counted them (each pixel once)."
+    ),
+    "evi_zone_composites": (
+        "One row per user zone and period: the zone's EVI statistics in the composites, merged over tiles."
+    ),
+}
 
 
 def _quote(name: str) -> str:
@@ -216,7 +228,30 @@ class BigQuerySink:
                     f"write to a new dataset, or drop the table and rerun: the tables are rebuilt from "
                     f"the commit records"
                 )
+        self._ensure_views()
         self._tables_ready = True
+
+    def _ensure_views(self) -> None:
+        """The zone views (:mod:`evi_udf.zone_views`) over the parts tables, made or brought up to
+        date (a release that changes a view's SQL replaces it)."""
+        from google.cloud import bigquery
+
+        for view, (parts, _, _) in ZONE_VIEWS.items():
+            view_id = self.table_id(view)
+            sql = zone_view_sql(view, f"`{self.table_id(parts)}`", "bigquery")
+            try:
+                existing = self.client.get_table(view_id)
+            except NotFound:
+                target = bigquery.Table(view_id)
+                target.view_query = sql
+                target.description = ZONE_VIEW_DESCRIPTIONS[view]
+                self._call(view_id, "create the view", self.client.create_table, target, exists_ok=True)
+                continue
+            except _API_ERRORS as exc:
+                raise SinkError(f"{view_id}: cannot get the view ({exc})") from exc
+            if existing.view_query != sql:
+                existing.view_query = sql
+                self._call(view_id, "update the view", self.client.update_table, existing, ["view_query"])
 
     def _call(self, what: str, action: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -296,6 +331,38 @@ class BigQuerySink:
         except _API_ERRORS as exc:
             raise SinkError(f"{staging_id}: load failed ({exc})") from exc
         return staging_id
+
+    def load_zones(self, zones: pd.DataFrame, run_id: str) -> None:
+        """Replace ``evi_zones`` with the run's zones (``zone_id``, ``geometry_wkt`` in lon/lat): the
+        geometry as a GEOGRAPHY, for spatial joins with the zone views, clustered by zone id."""
+        from google.cloud import bigquery
+
+        self.ensure_tables()
+        staging_id = self.table_id(f"{STAGING_PREFIX}{run_id.replace('-', '_').lower()}_zones")
+        schema = [bigquery.SchemaField("zone_id", "STRING"), bigquery.SchemaField("geometry_wkt", "STRING")]
+        staging = bigquery.Table(staging_id, schema=schema)
+        staging.expires = dt.datetime.now(dt.timezone.utc) + STAGING_LIFETIME
+        self._call(staging_id, "create the staging table", self.client.create_table, staging, exists_ok=True)
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(zones[["zone_id", "geometry_wkt"]], preserve_index=False), buffer)
+        buffer.seek(0)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        )
+        try:
+            self.client.load_table_from_file(buffer, staging_id, job_config=config).result()
+        except _API_ERRORS as exc:
+            raise SinkError(f"{staging_id}: load failed ({exc})") from exc
+        target = _quote(self.table_id(ZONES_TABLE))
+        sql = (
+            f"CREATE OR REPLACE TABLE {target} CLUSTER BY zone_id AS SELECT zone_id, geometry_wkt, "
+            f"ST_GEOGFROMTEXT(geometry_wkt, make_valid => TRUE) AS geometry FROM {_quote(staging_id)}"
+        )
+        self._rows(ZONES_TABLE, sql)
+        self._call(
+            staging_id, "drop the staging table", self.client.delete_table, staging_id, not_found_ok=True
+        )
 
     def load(self, tables: Mapping[str, pd.DataFrame], run_id: str) -> None:
         """Load commits' rows and this run's rejected index rows in one transaction.

@@ -165,6 +165,19 @@ class ParquetSink:
         except OSError as exc:
             raise SinkError(f"{self.root}: cannot write the tables ({exc.strerror or exc})") from exc
 
+    def load_zones(self, zones: pd.DataFrame, run_id: str) -> None:
+        """Replace ``evi_zones/zones.parquet`` with the run's zones (``zone_id``, ``geometry_wkt``)."""
+        folder = self.root / "evi_zones"
+        try:
+            with self._locked():
+                folder.mkdir(parents=True, exist_ok=True)
+                staging = folder / f".zones.{run_id}.partial"
+                table = pa.Table.from_pandas(zones[["zone_id", "geometry_wkt"]], preserve_index=False)
+                pq.write_table(table, staging)
+                os.replace(staging, folder / "zones.parquet")
+        except OSError as exc:
+            raise SinkError(f"{folder}: cannot write the zones ({exc.strerror or exc})") from exc
+
     def _load_commits(self, tables: Mapping[str, pd.DataFrame]) -> None:
         commits = tables.get(TABLE_NAMES["commit"])
         if commits is None or commits.empty:
