@@ -233,7 +233,7 @@ def zones_frame(zone_set: ZoneSet) -> pd.DataFrame:
 
 
 def prepare_zones(
-    spark: SparkSession, config: JobConfig, store: Storage, tiles: DataFrame
+    spark: SparkSession, config: JobConfig, store: Storage, tiles: Sequence[str]
 ) -> RunZones | None:
     """Read and check the zones (before any group runs) and assign them to the selected tiles.
 
@@ -251,7 +251,10 @@ def prepare_zones(
             f"zones file {zone_set.uri}: no usable zone ({len(zone_set.rejected)} rejected: {reasons})"
         )
     zones = spark.createDataFrame(zones_frame(zone_set))
-    pairs = assign_zones(zones, tiles)
+    tile_frame = spark.createDataFrame(
+        pd.DataFrame({"mgrs_tile": list(tiles)}, dtype=object), "mgrs_tile string"
+    )
+    pairs = assign_zones(zones, tile_frame)
     by_tile = pairs.join(zones.select("zone", "zone_id", "wkb"), "zone")
     return RunZones(zone_set, by_tile)
 
@@ -322,11 +325,7 @@ def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
         selection = select_scenes(spark, config.catalog)
         with index_read_errors(config.catalog.index_uri):
             planned = planned_groups(selection.scenes)
-    tiles = spark.createDataFrame(
-        pd.DataFrame({"mgrs_tile": sorted({p.key.mgrs_tile for p in planned})}, dtype=object),
-        "mgrs_tile string",
-    )
-    zones = prepare_zones(spark, config, ledger.storage, tiles)
+    zones = prepare_zones(spark, config, ledger.storage, sorted({p.key.mgrs_tile for p in planned}))
     if zones is not None:
         planned = with_zone_fingerprints(planned, tile_zone_fingerprints(zones.by_tile))
     plans = plan_groups(planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite)

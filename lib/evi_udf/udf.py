@@ -181,7 +181,7 @@ def make_group_function(
         pieces: list[dict[str, Any]] = []
         zone_input, zone_ids, zone_fingerprint = None, {}, None
         try:
-            if zones is not None:
+            if zones is not None and len(zones):  # a tile no zone meets is processed as without zones
                 zone_input, zone_ids = zones_from_pandas(zones)
                 zone_fingerprint = tile_zone_fingerprint(zones)
             result = process_group(
