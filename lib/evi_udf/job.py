@@ -255,7 +255,8 @@ def prepare_zones(
         pd.DataFrame({"mgrs_tile": list(tiles)}, dtype=object), "mgrs_tile string"
     )
     pairs = assign_zones(zones, tile_frame)
-    by_tile = pairs.join(zones.select("zone", "zone_id", "wkb"), "zone")
+    # Used twice (the fingerprints, then the groups): computed once.
+    by_tile = pairs.join(zones.select("zone", "zone_id", "wkb"), "zone").cache()
     return RunZones(zone_set, by_tile)
 
 
