@@ -71,7 +71,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     config = root / "job.yaml"
     config.write_text(
         f"catalog:\n  index_uri: {archive}/L2/index.csv.gz\n  period: all\n"
-        f"raster:\n  block_size: 64\noutput:\n  root: {root}/out\nzones:\n  uri: {zones_path}\n",
+        f"raster:\n  block_size: 256\noutput:\n  root: {root}/out\nzones:\n  uri: {zones_path}\n",
         encoding="utf-8",
     )
     return {
@@ -137,7 +137,8 @@ def test_zone_statistics_through_the_job_merge_tiles_and_follow_the_zones(spark,
     assert again.groups_processed == 0 and again.groups_skipped == 2
     west, south, east, north = tile_box(workspace["archive"], "55HBU")
     mid_lat = (south + north) / 2
-    new_field = shapely.box(east - 0.1, mid_lat, east - 0.05, mid_lat + 0.03)  # far from 54HYD
+    # East of 54HYD's footprint (144.53 E) and west of 55HBU's square edge (about 144.68 E).
+    new_field = shapely.box(east - 0.24, mid_lat + 0.05, east - 0.21, mid_lat + 0.08)
     zones = [*workspace["zones"].items(), ("new-field", new_field)]
     write_zones(workspace["zones_path"], zones)
     changed = run(spark, config, ParquetSink(config.output.root), log=logs.append)

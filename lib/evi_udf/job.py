@@ -389,10 +389,9 @@ def _process(
     if not todo:
         return result_frame([])
     ids = bucket_ids(spark, len(todo))
-    buckets = spark.createDataFrame(
-        [(key.mgrs_tile, key.period, bucket) for key, bucket in zip(todo, ids, strict=True)],
-        "mgrs_tile string, period string, bucket long",
-    )
+    rows = [(key.mgrs_tile, key.period, bucket) for key, bucket in zip(todo, ids, strict=True)]
+    schema = "mgrs_tile string, period string, bucket long"
+    buckets = spark.createDataFrame(rows, schema)
     grouped = scenes.join(F.broadcast(buckets), ["mgrs_tile", "period"]).groupBy("bucket")
     with _one_group_per_task(spark, len(todo)):
         if zones is None:
@@ -400,7 +399,9 @@ def _process(
             results = grouped.applyInPandas(function, schema=result_spark_schema())
         else:
             # Each group gets the zones of its tile (every period of a tile gets them all).
-            zone_groups = zones.by_tile.join(F.broadcast(buckets), "mgrs_tile").groupBy("bucket")
+            # A frame of its own: the same one on both sides of a cogroup makes its columns ambiguous.
+            zone_buckets = spark.createDataFrame(rows, schema)
+            zone_groups = zones.by_tile.join(F.broadcast(zone_buckets), "mgrs_tile").groupBy("bucket")
             function = make_group_function(config, run_id, canvases=canvases, with_zones=True)
             results = grouped.cogroup(zone_groups).applyInPandas(function, schema=result_spark_schema())
         return results.toPandas()
