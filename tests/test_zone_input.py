@@ -143,4 +143,3 @@ def test_file_level_problems_are_errors_naming_the_file(tmp_path: Path) -> None:
         assert str(path) in str(caught.value) and message in str(caught.value), str(caught.value)
     with pytest.raises(ConfigError, match="expected one of"):
         ZonesConfig(uri="zones.shp")
-

@@ -53,9 +53,12 @@ def zone_view_sql(view: str, source: str, dialect: Dialect) -> str:
         return f"CASE WHEN {denominator} > 0 THEN ({numerator}) / ({denominator}) END"
 
     if dialect == "bigquery":
+        # The two arrays zipped by an equi-join on their offsets (not counts[OFFSET(i)]: the
+        # BigQuery emulator shifts that index by one).
         unnest = (
-            f"SELECT {key_list}, step, evi_step_counts[OFFSET(i)] AS n "
-            "FROM parts, UNNEST(evi_steps) AS step WITH OFFSET AS i WHERE NOT zone_whole"
+            f"SELECT {', '.join('p.' + k for k in keys)}, step, n FROM parts AS p "
+            "CROSS JOIN UNNEST(p.evi_steps) AS step WITH OFFSET AS i "
+            "JOIN UNNEST(p.evi_step_counts) AS n WITH OFFSET AS j ON i = j WHERE NOT p.zone_whole"
         )
     else:
         unnest = (
