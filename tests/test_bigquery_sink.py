@@ -124,7 +124,17 @@ def test_tables_are_created_loaded_and_queryable(bigquery_emulator, run_tables) 
     assert sink.held_commits() == {(key.mgrs_tile, key.period, commit.parameter_hash): commit.commit_id}
     # No per-run staging table outlives the load.
     names = [t.table_id for t in bigquery_emulator.list_tables(f"evi-test.{dataset}")]
-    assert sorted(names) == ["evi_commits", "evi_composites", "evi_failures", "evi_rejected", "evi_scenes"]
+    assert sorted(names) == [
+        "evi_commits",
+        "evi_composites",
+        "evi_failures",
+        "evi_rejected",
+        "evi_scenes",
+        "evi_zone_composite_parts",
+        "evi_zone_composites",
+        "evi_zone_scene_parts",
+        "evi_zone_scenes",
+    ]
 
 
 @pytest.mark.integration
@@ -210,7 +220,9 @@ def test_a_load_reads_and_changes_only_the_partitions_of_its_periods(bigquery_em
     end = newer["evi_commits"].period_end.iloc[0]
     day_after = (pd.Timestamp(end) + pd.Timedelta(days=1)).date()
     statements = [s for s in transaction.split(";\n") if s.startswith("MERGE")]
-    assert len(statements) == 4
+    # One per group table: composites, scenes, failures, the two zone tables (their stale rows go even
+    # when the new commit has none) and commits.
+    assert len(statements) == 6
     for statement in statements:
         for table, column, bounds in (
             ("evi_commits", "period_start", f"BETWEEN DATE '{start}' AND DATE '{end}'"),
@@ -218,9 +230,11 @@ def test_a_load_reads_and_changes_only_the_partitions_of_its_periods(bigquery_em
         ):
             references = statement.count(f"{sink.table_id(table)}`")
             assert statement.count(f".`{column}` {bounds}") >= references
-        if "evi_scenes`" in statement:
+        if "evi_scenes`" in statement or "evi_zone_scene_parts`" in statement:
             assert f">= TIMESTAMP '{start}'" in statement
             assert f"< TIMESTAMP '{day_after}'" in statement
+        if "evi_zone_composite_parts`" in statement:
+            assert f"BETWEEN DATE '{start}' AND DATE '{end}'" in statement
 
 
 @pytest.mark.integration

@@ -163,12 +163,17 @@ def make_group_function(
     """
     now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
 
+    # applyInPandas passes the grouping key first to a function of two parameters: each variant has
+    # exactly the parameters of its call.
     def process_with_zones(group: pd.DataFrame, zones: pd.DataFrame) -> pd.DataFrame:
         if group.empty:  # zones of a tile with no group in this run
             return result_frame([])
-        return process(group, zones)
+        return run_group(group, zones)
 
-    def process(group: pd.DataFrame, zones: pd.DataFrame | None = None) -> pd.DataFrame:
+    def process(group: pd.DataFrame) -> pd.DataFrame:
+        return run_group(group, None)
+
+    def run_group(group: pd.DataFrame, zones: pd.DataFrame | None) -> pd.DataFrame:
         ledger = Ledger(config.output.root, _storage(config))
         scratch = spark_local_dir()
         try:

@@ -316,7 +316,12 @@ class BigQuerySink:
         self._call(staging_id, "create the staging table", self.client.create_table, staging)
         schema = table_arrow_schema(KIND_OF_TABLE[table])
         buffer = io.BytesIO()
-        arrow = pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
+        # An empty frame's columns may hold any dtype (nothing to convert): the schema's empty table.
+        arrow = (
+            pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
+            if len(frame)
+            else schema.empty_table()
+        )
         pq.write_table(arrow, buffer)
         buffer.seek(0)
         config = bigquery.LoadJobConfig(
