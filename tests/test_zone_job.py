@@ -1,6 +1,7 @@
 """Zone statistics through the whole job: local Spark, the Parquet sink, the DuckDB views, and reruns.
 
-The sample's 55HBU and 54HYD lie on either side of the 54/55 UTM boundary (144 E). Zones: a field and
+The sample's 55HBU and 54HYD lie on either side of the 54/55 UTM boundary (144 E); 55HCU, east of
+55HBU, has no zone. Zones: a field and
 a farm on 55HBU, a district across the boundary (counted from both tiles), a zone in the sea far
 away (no tile), a self-intersecting zone (rejected). The merged statistics are checked against the
 composite COGs read with rasterio, each pixel given to the tile the mgrs library names for it.
@@ -50,7 +51,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("zone_job")
     archive = root / "archive"
     generate_archive(
-        SampleSpec(out=archive, tiles=("55HBU", "54HYD"), scenes_per_tile=2, resolution_factor=61, seed=8)
+        SampleSpec(
+            out=archive, tiles=("55HBU", "54HYD", "55HCU"), scenes_per_tile=2, resolution_factor=61, seed=8
+        )
     )
     west, south, east, north = tile_box(archive, "55HBU")
     mid_lat = (south + north) / 2
@@ -103,7 +106,11 @@ def test_zone_statistics_through_the_job_merge_tiles_and_follow_the_zones(spark,
     out = Path(config.output.root)
     logs: list[str] = []
     report = run(spark, config, ParquetSink(config.output.root), log=logs.append)
-    assert report.groups_processed == 2 and report.groups_failed == 0
+    # 55HCU is in the index but no zone meets it: with zones and no tiles or bbox, it is not made.
+    assert report.groups_planned == report.groups_processed == 2 and report.groups_failed == 0
+    assert report.zones == 4
+    assert [(r["zone_id"], r["position"]) for r in report.zones_rejected] == [("bowtie", 4)]
+    assert "Self-intersection" in report.zones_rejected[0]["reason"]
     assert any("zones " in line and "4 zones, 1 rejected" in line for line in logs)
     assert any("'bowtie'" in line and "Self-intersection" in line for line in logs)
 

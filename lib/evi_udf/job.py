@@ -142,6 +142,9 @@ class RunReport:
     # Wall seconds of each step on the driver: plan, process (the Spark job that makes the groups),
     # load, clean, stac, mosaic. All but process are the driver's own cost of the run.
     phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The zones of zones.uri the run used, and those it rejected (id, position in the file, reason).
+    zones: int = 0
+    zones_rejected: list[dict[str, object]] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """A few lines for the console."""
@@ -156,6 +159,11 @@ class RunReport:
                 f"  scenes: {self.scenes_read} read, {self.scenes_failed} failed; "
                 f"{self.rejected_index_rows} index rows rejected",
                 f"  pixels: {self.valid_pixels:,} valid EVI of {self.total_pixels:,} in the composites",
+                *(
+                    [f"  zones: {self.zones} used, {len(self.zones_rejected)} rejected (see the report)"]
+                    if self.zones or self.zones_rejected
+                    else []
+                ),
                 f"  outputs: {self.output_root} (report {self.report_uri})",
                 *([f"  STAC: {self.stac_catalog}"] if self.stac_catalog else []),
                 *(f"  mosaic {period}: {uri}" for period, uri in sorted(self.mosaics.items())),
@@ -286,6 +294,16 @@ def tile_zone_fingerprints_pandas(zone_set: ZoneSet, tiles: Sequence[str]) -> di
     return {tile: scene_set_fingerprint(set(group["line"])) for tile, group in lines.groupby("mgrs_tile")}
 
 
+def zone_tiles_only(
+    planned: list[PlannedGroup], fingerprints: Mapping[str, str], config: JobConfig
+) -> list[PlannedGroup]:
+    """With zones and neither ``catalog.tiles`` nor ``catalog.bbox``, only the groups of tiles some
+    zone meets (``fingerprints`` has those tiles): the zones say where to work."""
+    if config.catalog.tiles or config.catalog.bbox is not None:
+        return planned
+    return [p for p in planned if p.key.mgrs_tile in fingerprints]
+
+
 def with_zone_fingerprints(
     planned: list[PlannedGroup], fingerprints: Mapping[str, str]
 ) -> list[PlannedGroup]:
@@ -328,7 +346,9 @@ def plan_run(spark: SparkSession, config: JobConfig, ledger: Ledger) -> RunPlan:
             planned = planned_groups(selection.scenes)
     zones = prepare_zones(spark, config, ledger.storage, sorted({p.key.mgrs_tile for p in planned}))
     if zones is not None:
-        planned = with_zone_fingerprints(planned, tile_zone_fingerprints(zones.by_tile))
+        fingerprints = tile_zone_fingerprints(zones.by_tile)
+        planned = zone_tiles_only(planned, fingerprints, config)
+        planned = with_zone_fingerprints(planned, fingerprints)
     plans = plan_groups(planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite)
     return RunPlan(selection, plans, zones)
 
@@ -632,6 +652,8 @@ def run(
         mosaics=mosaics,
         composites=list(composites["raster_uri"]),
         phase_seconds=phases,
+        zones=len(plan.zones.zone_set) if plan.zones else 0,
+        zones_rejected=[dataclasses.asdict(r) for r in plan.zones.zone_set.rejected] if plan.zones else [],
     )
     with tempfile.TemporaryDirectory(prefix="evi_run_") as scratch:
         report_file = Path(scratch) / "report.json"

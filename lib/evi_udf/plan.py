@@ -24,7 +24,13 @@ from evi_udf.config import JobConfig
 from evi_udf.cost import estimate_cost
 from evi_udf.errors import EviError
 from evi_udf.index_arrow import select_on_driver
-from evi_udf.job import plan_run, planned_groups_pandas, tile_zone_fingerprints_pandas, with_zone_fingerprints
+from evi_udf.job import (
+    plan_run,
+    planned_groups_pandas,
+    tile_zone_fingerprints_pandas,
+    with_zone_fingerprints,
+    zone_tiles_only,
+)
 from evi_udf.ledger import Ledger, parameter_hash, plan_groups
 from evi_udf.storage import Storage
 from evi_udf.zone_input import read_zones
@@ -49,7 +55,9 @@ def plan_table(config: JobConfig, spark: Callable[[], SparkSession]) -> tuple[pd
         if config.zones.uri is not None:
             zone_set = read_zones(config.zones, ledger.storage)
             tiles = sorted({p.key.mgrs_tile for p in planned})
-            planned = with_zone_fingerprints(planned, tile_zone_fingerprints_pandas(zone_set, tiles))
+            fingerprints = tile_zone_fingerprints_pandas(zone_set, tiles)
+            planned = zone_tiles_only(planned, fingerprints, config)
+            planned = with_zone_fingerprints(planned, fingerprints)
         plans = plan_groups(
             planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite
         )
