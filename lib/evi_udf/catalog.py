@@ -36,6 +36,7 @@ from evi_udf.index_rules import (
     dedupe_scenes,
     filter_mask,
     parse_index,
+    partition_bounds,
     period_bounds,
     select_scenes_pandas,
     tiles_pattern,
@@ -348,21 +349,16 @@ def _partition_filter(config: CatalogConfig) -> Column | None:
 
     # Null partitions hold rows whose tile or time does not parse: they must still reach the parser
     # so they are reported, as on the CSV path.
+    zones, first, last = partition_bounds(config)
     condition = None
-    zones: set[str] | None = None
-    if config.tiles:
-        zones = {tile[:2] for tile in config.tiles}
-    if config.bbox is not None:
-        in_bbox = {f"{zone:02d}" for zone in bbox_utm_zones(config.bbox)}
-        zones = in_bbox if zones is None else zones & in_bbox
+    zone, year = F.col("utm_zone_part"), F.col("sensing_year")
     if zones is not None:
-        condition = F.col("utm_zone_part").isNull() | F.col("utm_zone_part").isin(sorted(zones))
-    year = F.col("sensing_year")
-    if config.start_date is not None:
-        after = year.isNull() | (year >= f"{config.start_date.year:04d}")
+        condition = zone.isNull() | zone.isin(zones)
+    if first is not None:
+        after = year.isNull() | (year >= first)
         condition = after if condition is None else condition & after
-    if config.end_date is not None:
-        before = year.isNull() | (year <= f"{config.end_date.year:04d}")
+    if last is not None:
+        before = year.isNull() | (year <= last)
         condition = before if condition is None else condition & before
     return condition
 

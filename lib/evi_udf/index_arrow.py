@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 from evi_udf.catalog import _CANONICAL_TIME, _is_parquet_uri
 from evi_udf.config import MGRS_TILE_PATTERN, CatalogConfig
 from evi_udf.errors import CatalogError
-from evi_udf.index_rules import bbox_utm_zones, select_scenes_pandas
+from evi_udf.index_rules import partition_bounds, select_scenes_pandas
 from evi_udf.index_schema import CORRUPT_RECORD_COLUMN, INDEX_COLUMNS, PARTITION_COLUMNS
 
 
@@ -56,21 +56,16 @@ def partition_expression(config: CatalogConfig) -> ds.Expression | None:
     Null partitions (rows whose tile or time does not parse) are always read: their rows must still be
     parsed and reported, as on the CSV path.
     """
+    zones, first, last = partition_bounds(config)
     condition: ds.Expression | None = None
-    zones: set[str] | None = None
-    if config.tiles:
-        zones = {tile[:2] for tile in config.tiles}
-    if config.bbox is not None:
-        in_bbox = {f"{zone:02d}" for zone in bbox_utm_zones(config.bbox)}
-        zones = in_bbox if zones is None else zones & in_bbox
     zone, year = ds.field("utm_zone_part"), ds.field("sensing_year")
     if zones is not None:
-        condition = zone.is_null() | zone.isin(sorted(zones))
-    if config.start_date is not None:
-        after = year.is_null() | (year >= f"{config.start_date.year:04d}")
+        condition = zone.is_null() | zone.isin(zones)
+    if first is not None:
+        after = year.is_null() | (year >= first)
         condition = after if condition is None else condition & after
-    if config.end_date is not None:
-        before = year.is_null() | (year <= f"{config.end_date.year:04d}")
+    if last is not None:
+        before = year.is_null() | (year <= last)
         condition = before if condition is None else condition & before
     return condition
 

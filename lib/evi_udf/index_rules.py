@@ -433,6 +433,20 @@ def bbox_utm_zones(bbox: tuple[float, float, float, float]) -> list[int]:
     return zones
 
 
+def partition_bounds(config: CatalogConfig) -> tuple[list[str] | None, str | None, str | None]:
+    """The Parquet cache partitions a query needs: its UTM zones (``utm_zone_part`` values, None for
+    any) and first and last ``sensing_year`` (None for open). Null partitions are always needed."""
+    zones: set[str] | None = None
+    if config.tiles:
+        zones = {tile[:2] for tile in config.tiles}
+    if config.bbox is not None:
+        in_bbox = {f"{zone:02d}" for zone in bbox_utm_zones(config.bbox)}
+        zones = in_bbox if zones is None else zones & in_bbox
+    first = f"{config.start_date.year:04d}" if config.start_date is not None else None
+    last = f"{config.end_date.year:04d}" if config.end_date is not None else None
+    return (sorted(zones) if zones is not None else None), first, last
+
+
 def _lon_intervals(west: float, east: float) -> list[tuple[float, float]]:
     return [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
 

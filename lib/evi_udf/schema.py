@@ -153,6 +153,30 @@ class SceneRow:
 
 
 @dataclasses.dataclass(frozen=True)
+class ZonePartColumns:
+    """A zone's statistics on one tile, mergeable with its other tiles' (the columns both zone parts
+    tables share; the final ones when ``zone_whole``)."""
+
+    zone_whole: bool
+    total_pixels: int
+    valid_pixels: int
+    masked_pixels: int
+    nodata_pixels: int
+    invalid_pixels: int
+    evi_sum: float
+    evi_m2: float
+    evi_mean: float
+    evi_std: float
+    evi_min: float
+    evi_max: float
+    evi_p10: float
+    evi_p50: float
+    evi_p90: float
+    evi_steps: list[int]
+    evi_step_counts: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
 class ZoneSceneRow:
     """One row of ``evi_zone_scene_parts``: one user zone's EVI in one acquisition, from one tile.
 
@@ -170,23 +194,7 @@ class ZoneSceneRow:
     granule_id: str
     product_id: str
     sensing_time: dt.datetime
-    zone_whole: bool
-    total_pixels: int
-    valid_pixels: int
-    masked_pixels: int
-    nodata_pixels: int
-    invalid_pixels: int
-    evi_sum: float
-    evi_m2: float
-    evi_mean: float
-    evi_std: float
-    evi_min: float
-    evi_max: float
-    evi_p10: float
-    evi_p50: float
-    evi_p90: float
-    evi_steps: list[int]
-    evi_step_counts: list[int]
+    statistics: ZonePartColumns
     parameter_hash: str
 
 
@@ -200,23 +208,7 @@ class ZoneCompositeRow:
     period: str
     period_start: dt.date
     period_end: dt.date
-    zone_whole: bool
-    total_pixels: int
-    valid_pixels: int
-    masked_pixels: int
-    nodata_pixels: int
-    invalid_pixels: int
-    evi_sum: float
-    evi_m2: float
-    evi_mean: float
-    evi_std: float
-    evi_min: float
-    evi_max: float
-    evi_p10: float
-    evi_p50: float
-    evi_p90: float
-    evi_steps: list[int]
-    evi_step_counts: list[int]
+    statistics: ZonePartColumns
     parameter_hash: str
 
 

@@ -37,6 +37,7 @@ from evi_udf.schema import (
     MosaicPieceRow,
     SceneRef,
     ZoneCompositeRow,
+    ZonePartColumns,
     ZoneSceneRow,
     result_fields,
     to_result_records,
@@ -255,44 +256,48 @@ def acquisition_of(product_id: str) -> str:
     return f"{match[1]}_{match[2]}_R{match[3]}" if match else product_id
 
 
-def _zone_columns(statistics: ZoneStatistics, zone_ids: Mapping[int, str]) -> list[dict[str, Any]]:
-    """One dict of zone columns per zone of ``statistics`` (whole zones, then the parts)."""
-    columns: list[dict[str, Any]] = []
+def _zone_parts(statistics: ZoneStatistics, zone_ids: Mapping[int, str]) -> list[tuple[str, ZonePartColumns]]:
+    """(zone id, its columns) for each zone of ``statistics``: whole zones, then the parts."""
+    parts: list[tuple[str, ZonePartColumns]] = []
     whole = statistics.whole
     for i, number in enumerate(whole.zone):
         n = int(whole.valid[i])
-        columns.append(
-            {
-                "zone_id": zone_ids[int(number)],
-                "zone_whole": True,
-                **_pixel_columns(whole, i),
-                "evi_sum": float(whole.mean[i]) * n if n else 0.0,
-                "evi_m2": float(whole.std[i]) ** 2 * n if n else 0.0,
-                **_value_columns(whole, i),
-                **{f"evi_{name}": _float(values[i]) for name, values in whole.quantiles.items()},
-                "evi_steps": [],
-                "evi_step_counts": [],
-            }
+        parts.append(
+            (
+                zone_ids[int(number)],
+                ZonePartColumns(
+                    zone_whole=True,
+                    **_pixel_columns(whole, i),
+                    evi_sum=float(whole.mean[i]) * n if n else 0.0,
+                    evi_m2=float(whole.std[i]) ** 2 * n if n else 0.0,
+                    **_value_columns(whole, i),
+                    **{f"evi_{name}": _float(values[i]) for name, values in whole.quantiles.items()},
+                    evi_steps=[],
+                    evi_step_counts=[],
+                ),
+            )
         )
-    parts = statistics.split
-    summary = summarize(parts)
-    starts = np.searchsorted(parts.hist_zone, parts.zone)
-    ends = np.searchsorted(parts.hist_zone, parts.zone, side="right")
-    for i, number in enumerate(parts.zone):
-        columns.append(
-            {
-                "zone_id": zone_ids[int(number)],
-                "zone_whole": False,
-                **_pixel_columns(summary, i),
-                "evi_sum": float(parts.total[i]),
-                "evi_m2": float(parts.m2[i]),
-                **_value_columns(summary, i),
-                **{f"evi_{name}": None for name in summary.quantiles},
-                "evi_steps": parts.hist_step[starts[i] : ends[i]].tolist(),
-                "evi_step_counts": parts.hist_count[starts[i] : ends[i]].tolist(),
-            }
+    split = statistics.split
+    summary = summarize(split)
+    starts = np.searchsorted(split.hist_zone, split.zone)
+    ends = np.searchsorted(split.hist_zone, split.zone, side="right")
+    for i, number in enumerate(split.zone):
+        parts.append(
+            (
+                zone_ids[int(number)],
+                ZonePartColumns(
+                    zone_whole=False,
+                    **_pixel_columns(summary, i),
+                    evi_sum=float(split.total[i]),
+                    evi_m2=float(split.m2[i]),
+                    **_value_columns(summary, i),
+                    **{f"evi_{name}": None for name in summary.quantiles},
+                    evi_steps=split.hist_step[starts[i] : ends[i]].tolist(),
+                    evi_step_counts=split.hist_count[starts[i] : ends[i]].tolist(),
+                ),
+            )
         )
-    return columns
+    return parts
 
 
 def _float(value: float) -> float | None:
@@ -330,10 +335,11 @@ def zone_records(
             product_id=scene.product_id,
             sensing_time=scene.sensing_time,
             parameter_hash=params,
-            **columns,
+            zone_id=zone_id,
+            statistics=columns,
         )
         for scene, statistics in zip(result.scenes, result.zone_scenes, strict=True)
-        for columns in _zone_columns(statistics, zone_ids)
+        for zone_id, columns in _zone_parts(statistics, zone_ids)
     ]
     composite_rows = []
     if result.zone_composite is not None and result.composite is not None:
@@ -344,9 +350,10 @@ def zone_records(
                 period_start=key.period_start,
                 period_end=key.period_end,
                 parameter_hash=params,
-                **columns,
+                zone_id=zone_id,
+                statistics=columns,
             )
-            for columns in _zone_columns(result.zone_composite, zone_ids)
+            for zone_id, columns in _zone_parts(result.zone_composite, zone_ids)
         ]
     return to_result_records("zone_scene", scene_rows) + to_result_records("zone_composite", composite_rows)
 
