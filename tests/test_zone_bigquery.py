@@ -17,7 +17,8 @@ import shapely
 from pyproj import Transformer
 
 from evi_udf.catalog import read_index_pandas, select_scenes_pandas
-from evi_udf.config import config_from_mapping
+from evi_udf.config import ZonesConfig, config_from_mapping
+from evi_udf.errors import ZonesError
 from evi_udf.job import split_tables
 from evi_udf.ledger import Ledger, new_attempt
 from evi_udf.process import process_group
@@ -27,6 +28,7 @@ from evi_udf.schema import table_arrow_schema, to_result_records
 from evi_udf.sinks.bigquery import BigQuerySink
 from evi_udf.storage import Storage
 from evi_udf.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas, zone_records
+from evi_udf.zone_input import read_zones
 from evi_udf.zone_views import duckdb_views
 from evi_udf.zones import ZoneInput
 
@@ -171,3 +173,15 @@ def test_zone_views_tables_and_queries_in_bigquery(bigquery_emulator, zone_table
     )
     assert set(drop["zone_id"]) == set(composites.index[composites["valid_pixels"] >= 1])
     assert (drop["change"] == 0).all()  # the same period on both sides
+
+    # The zones table is itself a zones source: a BigQuery table with an id and a GEOGRAPHY column.
+    table = f"bq://evi-test.{dataset}.evi_zones"
+    read_back = read_zones(ZonesConfig(uri=table), bigquery_client=bigquery_emulator)
+    expected = dict(zip(zone_tables["zones"]["zone_id"], zone_tables["zones"]["geometry_wkt"], strict=True))
+    assert sorted(read_back.ids) == sorted(expected) and read_back.rejected == []
+    for zone_id, geometry in zip(read_back.ids, read_back.geometries, strict=True):
+        assert shapely.equals_exact(
+            geometry.normalize(), shapely.from_wkt(expected[zone_id]).normalize(), 1e-9
+        )
+    with pytest.raises(ZonesError, match=r"zones table bq://.*zones.id_column 'field'"):
+        read_zones(ZonesConfig(uri=table, id_column="field"), bigquery_client=bigquery_emulator)

@@ -141,5 +141,7 @@ def test_file_level_problems_are_errors_naming_the_file(tmp_path: Path) -> None:
         with pytest.raises(ZonesError) as caught:
             read_zones(ZonesConfig(uri=str(path)))
         assert str(path) in str(caught.value) and message in str(caught.value), str(caught.value)
-    with pytest.raises(ConfigError, match="expected one of"):
+    with pytest.raises(ConfigError, match="expected bq://project.dataset.table or one of .parquet"):
         ZonesConfig(uri="zones.shp")
+    with pytest.raises(ConfigError, match="a BigQuery table is bq://project.dataset.table"):
+        ZonesConfig(uri="bq://just-a-dataset")

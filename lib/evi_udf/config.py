@@ -273,7 +273,8 @@ class ZonesConfig:
     """User zones (fields, farms, districts) to compute EVI statistics for, per scene and period.
 
     ``uri``: a vector file of polygons, local or ``gs://``: GeoParquet (``.parquet``), GeoPackage
-    (``.gpkg``), GeoJSON (``.geojson``/``.json``) or FlatGeobuf (``.fgb``); null for no zones.
+    (``.gpkg``), GeoJSON (``.geojson``/``.json``) or FlatGeobuf (``.fgb``); or a BigQuery table
+    ``bq://project.dataset.table`` whose ``geography_column`` is a GEOGRAPHY; null for no zones.
     ``id_column``: the column holding each zone's id (text or integer, unique); ``layer``: the layer
     of a multi-layer file (GeoPackage), null for the first.
     """
@@ -281,14 +282,23 @@ class ZonesConfig:
     uri: str | None = None
     id_column: str = "zone_id"
     layer: str | None = None
+    geography_column: str = "geometry"
 
     def __post_init__(self) -> None:
         if self.uri is not None:
             uri = self.uri.strip()
             if not uri:
                 _fail("uri", "must name a vector file of zones, or be null for no zones")
-            if not uri.lower().endswith(ZONE_FILE_SUFFIXES):
-                _fail("uri", f"{uri!r}: expected one of {', '.join(ZONE_FILE_SUFFIXES)}")
+            if uri.startswith("bq://"):
+                if not re.fullmatch(
+                    r"bq://[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_-]*", uri
+                ):
+                    _fail("uri", f"{uri!r}: a BigQuery table is bq://project.dataset.table")
+            elif not uri.lower().endswith(ZONE_FILE_SUFFIXES):
+                _fail(
+                    "uri",
+                    f"{uri!r}: expected bq://project.dataset.table or one of {', '.join(ZONE_FILE_SUFFIXES)}",
+                )
             object.__setattr__(self, "uri", uri)
         if not self.id_column.strip():
             _fail("id_column", "must name the column holding each zone's id")

@@ -74,6 +74,7 @@ from evi_udf.schema import (
     table_columns,
     to_result_records,
 )
+from evi_udf.sinks import emulator_client
 from evi_udf.stac import STAC_FOLDER, collection_uri, publish_catalog
 from evi_udf.storage import Storage
 from evi_udf.udf import make_group_function, result_frame
@@ -252,7 +253,7 @@ def prepare_zones(
     """
     if config.zones.uri is None:
         return None
-    zone_set = read_zones(config.zones, store)
+    zone_set = read_zones(config.zones, store, emulator_client(config))
     if not len(zone_set):
         reasons = "; ".join(f"{r.zone_id}: {r.reason}" for r in zone_set.rejected[:5])
         raise ZonesError(

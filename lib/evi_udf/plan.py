@@ -32,6 +32,7 @@ from evi_udf.job import (
     zone_tiles_only,
 )
 from evi_udf.ledger import Ledger, parameter_hash, plan_groups
+from evi_udf.sinks import emulator_client
 from evi_udf.storage import Storage
 from evi_udf.zone_input import read_zones
 
@@ -53,7 +54,7 @@ def plan_table(config: JobConfig, spark: Callable[[], SparkSession]) -> tuple[pd
         scenes, rejected_rows = on_driver
         planned = planned_groups_pandas(scenes)
         if config.zones.uri is not None:
-            zone_set = read_zones(config.zones, ledger.storage)
+            zone_set = read_zones(config.zones, ledger.storage, emulator_client(config))
             tiles = sorted({p.key.mgrs_tile for p in planned})
             fingerprints = tile_zone_fingerprints_pandas(zone_set, tiles)
             planned = zone_tiles_only(planned, fingerprints, config)

@@ -51,8 +51,11 @@ class ZoneSet:
         return len(self.ids)
 
 
-def read_zones(config: ZonesConfig, storage: Storage | None = None) -> ZoneSet:
-    """Read, check and number the zones of ``config.uri``.
+def read_zones(
+    config: ZonesConfig, storage: Storage | None = None, bigquery_client: object | None = None
+) -> ZoneSet:
+    """Read, check and number the zones of ``config.uri`` (a file, or a BigQuery table read with
+    ``bigquery_client``, by default one with Application Default Credentials).
 
     Raises
     ------
@@ -62,6 +65,8 @@ def read_zones(config: ZonesConfig, storage: Storage | None = None) -> ZoneSet:
     if config.uri is None:
         raise ZonesError("zones.uri is not set: there are no zones to read")
     uri = config.uri
+    if uri.startswith("bq://"):
+        return _read_bigquery(uri, config, bigquery_client)
     if is_gs(uri):
         with tempfile.TemporaryDirectory(prefix="evi_zones_") as folder:
             try:
@@ -70,6 +75,27 @@ def read_zones(config: ZonesConfig, storage: Storage | None = None) -> ZoneSet:
                 raise ZonesError(f"zones file {uri}: {exc}") from exc
             return _read_local(local, uri, config)
     return _read_local(Path(uri), uri, config)
+
+
+def _read_bigquery(uri: str, config: ZonesConfig, client: object | None) -> ZoneSet:
+    """Zones from a BigQuery table: its id column and its GEOGRAPHY column (as WKB, longitude/latitude)."""
+    from google.api_core.exceptions import GoogleAPIError
+    from google.cloud import bigquery
+
+    table = uri.removeprefix("bq://")
+    client = client or bigquery.Client(project=table.split(".", 1)[0])
+    sql = (
+        f"SELECT CAST(`{config.id_column}` AS STRING) AS zone_id, "
+        f"ST_ASBINARY(`{config.geography_column}`) AS wkb FROM `{table}`"
+    )
+    try:
+        rows = list(client.query(sql).result())  # type: ignore[attr-defined]
+    except GoogleAPIError as exc:
+        raise ZonesError(
+            f"zones table {uri}: cannot read zones.id_column {config.id_column!r} and zones.geography_column "
+            f"{config.geography_column!r} ({exc})"
+        ) from exc
+    return check_zones(uri, [r["zone_id"] for r in rows], [r["wkb"] for r in rows], CRS.from_epsg(4326))
 
 
 def _read_local(path: Path, uri: str, config: ZonesConfig) -> ZoneSet:

@@ -17,15 +17,21 @@ def sink_for(config: JobConfig) -> ResultSink:
         return ParquetSink(config.output.root)
     from evi_udf.sinks.bigquery import BigQuerySink
 
-    client = None
-    if config.sink.api_endpoint:
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import bigquery
-
-        client = bigquery.Client(
-            project=config.sink.project,
-            credentials=AnonymousCredentials(),
-            client_options=ClientOptions(api_endpoint=config.sink.api_endpoint),
-        )
+    client = emulator_client(config)
     return BigQuerySink(config.sink.project or "", config.sink.dataset, config.sink.location, client=client)
+
+
+def emulator_client(config: JobConfig) -> object | None:
+    """A BigQuery client for ``sink.api_endpoint`` (the emulator, anonymous); None for real BigQuery,
+    where each user builds its own with Application Default Credentials."""
+    if not config.sink.api_endpoint:
+        return None
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(
+        project=config.sink.project,
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=config.sink.api_endpoint),
+    )
