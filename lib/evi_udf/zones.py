@@ -37,6 +37,8 @@ from evi_udf.zonal import NO_ZONE
 _SQUARE_M = 100_000.0
 # A zone whose extent is narrower than this many pixels in x or y is checked for pixel centres.
 _TINY_PIXELS = 8
+# Narrow zones with more candidate centres than this (a long thin zone across the tile) are not tested.
+_MAX_TESTED_CENTRES = 4096
 # About 50 m: a straight lon/lat segment this long is within a millimetre of its UTM chord.
 _DENSIFY_DEGREES = 0.0005
 
@@ -145,10 +147,14 @@ def tile_zones(
     )
     left, bottom, right, top = grid.bounds
     ground = shapely.intersection(owned_area(tile), shapely.box(left, bottom, right, top))
-    clipped = shapely.intersection(geometries, ground)
+    shapely.prepare(ground)
+    # Most zones lie wholly inside the owned ground: only the others are clipped.
+    whole = shapely.contains_properly(ground, geometries)
+    clipped = geometries.copy()
+    cut = np.flatnonzero(~whole)
+    clipped[cut] = shapely.intersection(geometries[cut], ground)
     keep = ~shapely.is_empty(clipped) & (shapely.area(clipped) > 0)
-    # Wholly inside: clipping removed nothing (to rounding of the area).
-    whole = np.isclose(shapely.area(clipped), shapely.area(geometries), rtol=1e-9, atol=0.0)[keep]
+    whole = whole[keep]
     clipped, zone_numbers = clipped[keep], np.asarray(numbers, dtype=np.int64)[keep]
     bounds = shapely.bounds(clipped).reshape(-1, 4)
     touched = _without_pixel_centres(clipped, bounds, grid)
@@ -167,53 +173,68 @@ def tile_zones(
 
 
 def _without_pixel_centres(geometries: np.ndarray, bounds: np.ndarray, grid: PixelGrid) -> np.ndarray:
-    """Whether each zone contains no pixel centre of ``grid`` (only narrow zones are checked)."""
+    """Whether each zone contains no pixel centre of ``grid`` (only narrow zones are checked).
+
+    Vectorized over zones: every candidate centre of every narrow zone is tested in one call.
+    """
     result = np.zeros(len(geometries), dtype=bool)
     size = grid.resolution
     narrow = np.flatnonzero(
         ((bounds[:, 2] - bounds[:, 0]) < _TINY_PIXELS * size)
         | ((bounds[:, 3] - bounds[:, 1]) < _TINY_PIXELS * size)
     )
-    for index in narrow:
-        west, south, east, north = bounds[index]
-        first_col = np.ceil((west - grid.left) / size - 0.5)
-        last_col = np.floor((east - grid.left) / size - 0.5)
-        first_row = np.ceil((grid.top - north) / size - 0.5)
-        last_row = np.floor((grid.top - south) / size - 0.5)
-        if last_col < first_col or last_row < first_row:
-            result[index] = True
-            continue
-        cols = np.arange(first_col, last_col + 1)
-        rows = np.arange(first_row, last_row + 1)
-        if cols.size * rows.size > 1_000_000:
-            continue  # a long thin zone crossing the tile: it has centres somewhere
-        x = grid.left + (cols + 0.5) * size
-        y = grid.top - (rows + 0.5) * size
-        xx, yy = np.meshgrid(x, y)
-        result[index] = not shapely.contains_xy(geometries[index], xx.ravel(), yy.ravel()).any()
+    west, south, east, north = bounds[narrow].T
+    first_col = np.ceil((west - grid.left) / size - 0.5)
+    last_col = np.floor((east - grid.left) / size - 0.5)
+    first_row = np.ceil((grid.top - north) / size - 0.5)
+    last_row = np.floor((grid.top - south) / size - 0.5)
+    columns = np.maximum(last_col - first_col + 1, 0).astype(np.int64)
+    rows = np.maximum(last_row - first_row + 1, 0).astype(np.int64)
+    counts = columns * rows
+    result[narrow[counts == 0]] = True
+    # A long thin zone crossing the tile has centres somewhere; the others are tested centre by centre.
+    tested = (counts > 0) & (counts <= _MAX_TESTED_CENTRES)
+    zone, columns, counts = narrow[tested], columns[tested], counts[tested]
+    first_col, first_row = first_col[tested], first_row[tested]
+    if zone.size:
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        position = np.arange(counts.sum()) - np.repeat(offsets, counts)
+        col = np.repeat(first_col, counts) + position % np.repeat(columns, counts)
+        row = np.repeat(first_row, counts) + position // np.repeat(columns, counts)
+        inside = shapely.contains_xy(
+            np.repeat(geometries[zone], counts), grid.left + (col + 0.5) * size, grid.top - (row + 0.5) * size
+        )
+        result[zone] = np.add.reduceat(inside.astype(np.int64), offsets) == 0
     return result
 
 
 def _layers(geometries: np.ndarray, bounds: np.ndarray, touched: np.ndarray, resolution: float) -> np.ndarray:
     """A layer per zone such that zones of one layer share no pixel: disjoint interiors, and for zones
-    drawn with every pixel they touch, extents at least a pixel apart from every other zone."""
-    footprint = np.where(touched, shapely.buffer(shapely.box(*bounds.T), resolution), geometries)
-    tree = shapely.STRtree(footprint)
-    layer = np.full(len(geometries), -1, dtype=np.int64)
-    for index in range(len(geometries)):
-        taken = set()
-        for other in tree.query(footprint[index]):
-            if other >= index or layer[other] in taken:
-                continue
-            if touched[index] or touched[other] or _overlap(footprint[index], footprint[other]):
-                taken.add(int(layer[other]))
+    drawn with every pixel they touch, extents at least a pixel apart from every other zone.
+
+    Conflicting pairs are found in one tree query; the greedy colouring then walks the zones in order.
+    """
+    footprint = geometries.copy()
+    footprint[touched] = shapely.buffer(shapely.box(*bounds[touched].T), resolution)
+    zone, other = shapely.STRtree(footprint).query(footprint)
+    earlier = other < zone
+    zone, other = zone[earlier], other[earlier]
+    conflict = touched[zone] | touched[other]
+    # Zones that only share an edge split its pixels by the pixel-centre rule: one layer suffices.
+    check = np.flatnonzero(~conflict)
+    if check.size:
+        shared = shapely.area(shapely.intersection(footprint[zone[check]], footprint[other[check]]))
+        conflict[check] = shared > 0
+    zone, other = zone[conflict], other[conflict]
+    order = np.argsort(zone, kind="stable")
+    zone, other = zone[order], other[order]
+    starts = np.searchsorted(zone, np.arange(len(geometries)))
+    ends = np.searchsorted(zone, np.arange(len(geometries)), side="right")
+    layer = np.zeros(len(geometries), dtype=np.int64)
+    for index in np.flatnonzero(ends > starts):
+        taken = set(layer[other[starts[index] : ends[index]]].tolist())
         candidate = 0
         while candidate in taken:
             candidate += 1
         layer[index] = candidate
     return layer
-
-
-def _overlap(a: BaseGeometry, b: BaseGeometry) -> bool:
-    # Zones that only share an edge split its pixels by the pixel-centre rule: one layer suffices.
-    return bool(shapely.intersects(a, b)) and shapely.area(shapely.intersection(a, b)) > 0
