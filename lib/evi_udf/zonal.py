@@ -123,16 +123,22 @@ def merge_parts(parts: Sequence[ZoneParts]) -> ZoneParts:
     )
 
 
+# Histogram steps are EVI x 10000 in [-10000, 10000]: shifted into 15 bits, one int64 key holds
+# (zone, step) and a single sort orders by zone, then step.
+_STEP_BITS = 15
+_STEP_SHIFT = 1 << (_STEP_BITS - 1)
+
+
 def _sum_pairs(
     zone: np.ndarray, step: np.ndarray, count: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct (zone, step) pairs, sorted, with their counts summed."""
     if zone.size == 0:
         return zone.astype(np.int64), step.astype(np.int64), count.astype(np.int64)
-    order = np.lexsort((step, zone))
-    zone, step, count = zone[order], step[order], count[order]
-    starts = np.flatnonzero(np.r_[True, (zone[1:] != zone[:-1]) | (step[1:] != step[:-1])])
-    return zone[starts], step[starts], np.add.reduceat(count, starts)
+    keys = (zone.astype(np.int64) << _STEP_BITS) | (step.astype(np.int64) + _STEP_SHIFT)
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    summed = np.bincount(inverse, weights=count, minlength=distinct.size).astype(np.int64)
+    return distinct >> _STEP_BITS, (distinct & ((1 << _STEP_BITS) - 1)) - _STEP_SHIFT, summed
 
 
 @dataclasses.dataclass(frozen=True)

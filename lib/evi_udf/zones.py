@@ -37,6 +37,7 @@ from evi_udf.zonal import NO_ZONE
 _SQUARE_M = 100_000.0
 # A zone whose extent is narrower than this many pixels in x or y is checked for pixel centres.
 _TINY_PIXELS = 8
+_POLYGON_TYPE = 3  # shapely.get_type_id of a Polygon
 # Narrow zones with more candidate centres than this (a long thin zone across the tile) are not tested.
 _MAX_TESTED_CENTRES = 4096
 # About 50 m: a straight lon/lat segment this long is within a millimetre of its UTM chord.
@@ -93,6 +94,8 @@ class TileZones:
     last_row: np.ndarray
     whole: np.ndarray
     _tree: shapely.STRtree
+    # Each geometry as GeoJSON, built once: rasterio converts shapely objects one coordinate at a time.
+    _shapes: np.ndarray
 
     @property
     def layers(self) -> int:
@@ -113,7 +116,7 @@ class TileZones:
                 chosen = mine[self.touched[mine] == touched]
                 if chosen.size:
                     drawn = rasterize(
-                        zip(self.geometries[chosen], self.numbers[chosen].tolist(), strict=True),
+                        zip(self._shapes[chosen], self.numbers[chosen].tolist(), strict=True),
                         out_shape=(height, width),
                         transform=transform,
                         fill=NO_ZONE,
@@ -169,7 +172,25 @@ def tile_zones(
         last_row=np.minimum(last_row, grid.height - 1),
         whole=whole,
         _tree=shapely.STRtree(clipped),
+        _shapes=_geojson(clipped),
     )
+
+
+def _geojson(geometries: np.ndarray) -> np.ndarray:
+    """GeoJSON-like mappings of ``geometries``: simple polygons (one ring) from one vectorized
+    coordinate dump, the rest through shapely's ``__geo_interface__``."""
+    shapes = np.empty(len(geometries), dtype=object)
+    simple = (shapely.get_type_id(geometries) == _POLYGON_TYPE) & (
+        shapely.get_num_interior_rings(geometries) == 0
+    )
+    chosen = np.flatnonzero(simple)
+    if chosen.size:
+        coordinates, owner = shapely.get_coordinates(geometries[chosen], return_index=True)
+        rings = np.split(coordinates, np.searchsorted(owner, np.arange(1, chosen.size)))
+        shapes[chosen] = [{"type": "Polygon", "coordinates": (ring,)} for ring in rings]
+    for index in np.flatnonzero(~simple):
+        shapes[index] = geometries[index].__geo_interface__
+    return shapes
 
 
 def _without_pixel_centres(geometries: np.ndarray, bounds: np.ndarray, grid: PixelGrid) -> np.ndarray:
