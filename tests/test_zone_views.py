@@ -16,7 +16,7 @@ import pytest
 from evi_udf.process import GroupResult
 from evi_udf.schema import GroupKey, SceneRow, table_arrow_schema
 from evi_udf.udf import acquisition_of, zone_records
-from evi_udf.zonal import NO_ZONE, ZoneCollector
+from evi_udf.zonal import NO_ZONE, ZoneCollector, block_zones
 from evi_udf.zone_views import duckdb_views
 
 KEY_A = GroupKey("55HBU", "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))
@@ -42,7 +42,7 @@ def scene_row(tile: str) -> SceneRow:
 
 def tile_statistics(labels: np.ndarray, evi: np.ndarray, clear: np.ndarray, whole: list[int]):
     collector = ZoneCollector(np.array(whole), -1.0, 1.0)
-    collector.add([labels], evi, np.ones(labels.shape, dtype=bool), clear)
+    collector.add([block_zones(labels)], evi, np.ones(labels.shape, dtype=bool), clear)
     return collector.result()
 
 

@@ -82,7 +82,7 @@ from evi_udf.schema import (
 from evi_udf.stac import composite_item, footprint_ring, ring_wkt, to_json
 from evi_udf.stats import QUANTIZATION, EviAccumulator, EviSummary
 from evi_udf.storage import Storage
-from evi_udf.zonal import ZoneCollector, ZoneStatistics
+from evi_udf.zonal import ZoneCollector, ZoneStatistics, block_zones
 from evi_udf.zones import ZoneInput, tile_zones
 
 EVI_BANDS = ("B02", "B04", "B08")
@@ -477,6 +477,8 @@ def _composite_native(
             compositor = spec.factory((int(window.height), int(window.width)))
             observed = np.zeros((int(window.height), int(window.width)), dtype=bool)
             labels = tile_zone_set.labels(window) if tile_zone_set is not None else []
+            # Grouped once per block, shared by every scene and the composite.
+            labels = [block for block in map(block_zones, labels) if block is not None]
             for position, acquisition in enumerate(acquisitions):
                 mine = [next(raws) for _ in acquisition.parts]  # type: ignore[misc]
                 values, has_data, clear = _acquisition_evi(acquisition, mine, config)  # type: ignore[arg-type]

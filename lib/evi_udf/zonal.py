@@ -205,6 +205,27 @@ def summarize(parts: ZoneParts, quantiles: Sequence[float] = ZONE_QUANTILES) -> 
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockZones:
+    """The pixels of a block that lie in some zone, grouped by zone: their flat positions, the
+    distinct zone numbers, each pixel's position in them, and each zone's pixel count."""
+
+    inside: np.ndarray
+    zones: np.ndarray
+    index: np.ndarray
+    pixels: np.ndarray
+
+
+def block_zones(labels: np.ndarray) -> BlockZones | None:
+    """Group a block's labelled pixels by zone (None when no pixel is in a zone)."""
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat != NO_ZONE)
+    if inside.size == 0:
+        return None
+    zones, index = np.unique(flat[inside].astype(np.int64), return_inverse=True)
+    return BlockZones(inside, zones, index, np.bincount(index, minlength=zones.size).astype(np.int64))
+
+
 class ZoneAccumulator:
     """Per-zone EVI statistics over the blocks of one observation (a scene or a composite).
 
@@ -235,15 +256,25 @@ class ZoneAccumulator:
         without data, ``masked`` with data but not clear, ``invalid`` when clear."""
         if labels.shape != values.shape:
             raise ValueError(f"labels {labels.shape} and EVI {values.shape} differ in shape")
-        inside = labels != NO_ZONE
-        if not inside.any():
-            return
-        zone_of = labels[inside].astype(np.int64)
-        evi = values[inside]
-        data = np.ones(zone_of.size, dtype=bool) if has_data is None else has_data[inside]
-        clear_in = data.copy() if clear is None else clear[inside] & data
+        block = block_zones(labels)
+        if block is not None:
+            self.add_block(block, values, has_data=has_data, clear=clear)
+
+    def add_block(
+        self,
+        block: BlockZones,
+        values: np.ndarray,
+        *,
+        has_data: np.ndarray | None = None,
+        clear: np.ndarray | None = None,
+    ) -> None:
+        """:meth:`add` with the block's zones grouped already (:func:`block_zones`), so that the
+        scenes and the composite of one block share the grouping."""
+        inside, zones, index = block.inside, block.zones, block.index
+        evi = values.ravel()[inside]
+        data = np.ones(inside.size, dtype=bool) if has_data is None else has_data.ravel()[inside]
+        clear_in = data.copy() if clear is None else clear.ravel()[inside] & data
         valid = np.isfinite(evi)
-        zones, index = np.unique(zone_of, return_inverse=True)
         size = zones.size
 
         def count(mask: np.ndarray) -> np.ndarray:
@@ -266,9 +297,9 @@ class ZoneAccumulator:
         hist_zone, hist_step, hist_count = _sum_pairs(
             zones[good_index], steps, np.ones(steps.size, dtype=np.int64)
         )
-        block = ZoneParts(
+        part = ZoneParts(
             zone=zones,
-            pixels=np.bincount(index, minlength=size).astype(np.int64),
+            pixels=block.pixels,
             nodata=count(~data),
             masked=count(data & ~clear_in),
             invalid=count(clear_in & ~valid),
@@ -279,7 +310,7 @@ class ZoneAccumulator:
             hist_step=hist_step,
             hist_count=hist_count,
         )
-        self._pending.append(block)
+        self._pending.append(part)
         self._pending_pairs += hist_zone.size
         if self._pending_pairs > _COMPACT_PAIRS:
             self._compact()
@@ -354,11 +385,11 @@ class ZoneCollector:
         self._split: list[ZoneParts] = []
 
     def add(
-        self, labels: Sequence[np.ndarray], values: np.ndarray, has_data: np.ndarray, clear: np.ndarray
+        self, blocks: Sequence[BlockZones], values: np.ndarray, has_data: np.ndarray, clear: np.ndarray
     ) -> None:
-        """Add one block's EVI under each layer of zone labels."""
-        for layer in labels:
-            self._accumulator.add(layer, values, has_data=has_data, clear=clear)
+        """Add one block's EVI under each layer of zones (:func:`block_zones` of each label layer)."""
+        for block in blocks:
+            self._accumulator.add_block(block, values, has_data=has_data, clear=clear)
 
     def release(self, finished: np.ndarray) -> None:
         """Finish the zones in ``finished``: no later block has any of their pixels."""
