@@ -102,7 +102,7 @@ class TileZones:
         return int(self.layer.max()) + 1 if self.layer.size else 0
 
     def labels(self, window: Window) -> list[np.ndarray]:
-        """One label raster per layer over ``window``: zone numbers, :data:`NO_ZONE` elsewhere."""
+        """One label raster per layer with a zone in ``window``: zone numbers, :data:`NO_ZONE` elsewhere."""
         height, width = int(window.height), int(window.width)
         transform = window_transform(window, self.grid.transform)
         left, top = transform.c, transform.f
@@ -110,8 +110,10 @@ class TileZones:
         hits = self._tree.query(shapely.box(left, bottom, right, top))
         result = []
         for layer in range(self.layers):
-            labels = np.full((height, width), NO_ZONE, dtype=np.int32)
             mine = hits[self.layer[hits] == layer]
+            if not mine.size:
+                continue
+            labels = np.full((height, width), NO_ZONE, dtype=np.int32)
             for touched in (False, True):
                 chosen = mine[self.touched[mine] == touched]
                 if chosen.size:
