@@ -35,7 +35,15 @@ from evi_udf.sinks.bigquery import BigQuerySink
 from evi_udf.sinks.parquet import ParquetSink
 
 GROUPS = 8
-TABLES = ("evi_commits", "evi_composites", "evi_scenes", "evi_failures", "evi_rejected")
+TABLES = (
+    "evi_commits",
+    "evi_composites",
+    "evi_scenes",
+    "evi_failures",
+    "evi_rejected",
+    "evi_zone_scene_parts",
+    "evi_zone_composite_parts",
+)
 # Columns that differ between two runs making the same rows: who, when, and attempt-named outputs.
 VOLATILE = (
     "run_id",
@@ -54,6 +62,8 @@ SORT_KEYS = {
     "evi_scenes": ["mgrs_tile", "product_id"],
     "evi_failures": ["mgrs_tile", "product_id"],
     "evi_rejected": ["index_row_id", "stage"],
+    "evi_zone_scene_parts": ["zone_id", "mgrs_tile", "product_id"],
+    "evi_zone_composite_parts": ["zone_id", "mgrs_tile", "period"],
 }
 
 
@@ -67,7 +77,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_config(path: Path, archive: Path, root: Path, end: str = "2022-02-28", sink: str = "") -> Path:
     path.write_text(
         f"catalog:\n  index_uri: {archive}/L2/index.csv.gz\n  start_date: 2022-01-01\n  end_date: {end}\n"
-        f"  period: month\nraster:\n  block_size: 256\noutput:\n  root: {root}\n{sink}",
+        # The sample's zones: every kill, race and sink failure below also covers the zone rows.
+        f"  period: month\nraster:\n  block_size: 256\noutput:\n  root: {root}\n"
+        f"zones:\n  uri: {archive}/zones.parquet\n{sink}",
         encoding="utf-8",
     )
     return path
@@ -94,6 +106,10 @@ def parquet_tables(root: Path) -> dict[str, pd.DataFrame]:
 
 def comparable(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     kept = frame.drop(columns=[c for c in VOLATILE if c in frame.columns])
+    # List columns come back as arrays from Parquet and as lists from BigQuery: compare them as tuples.
+    for column in kept.columns:
+        if len(kept) and isinstance(kept[column].iloc[0], (list, np.ndarray)):
+            kept[column] = kept[column].map(tuple)
     return kept.sort_values(SORT_KEYS[table]).reset_index(drop=True)
 
 

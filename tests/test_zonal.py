@@ -153,3 +153,18 @@ def test_quantile_ranks_on_exact_multiples() -> None:
     assert summary.quantiles["p10"].tolist() == [0.01, 0.03]
     assert summary.quantiles["p50"].tolist() == [0.05, 0.15]
     assert summary.quantiles["p90"].tolist() == [0.09, 0.27]
+
+
+def test_zones_without_any_valid_pixel_summarize_to_nan() -> None:
+    """Every zone of the block under cloud: counts, and NaN statistics (no histogram at all)."""
+    labels = np.array([[0, 0, 1], [1, 1, NO_ZONE]])
+    evi = np.full(labels.shape, np.nan, dtype=np.float32)
+    accumulator = ZoneAccumulator()
+    accumulator.add(
+        labels, evi, has_data=np.ones(labels.shape, dtype=bool), clear=np.zeros(labels.shape, dtype=bool)
+    )
+    summary = summarize(accumulator.parts())
+    assert summary.pixels.tolist() == [2, 3] and summary.masked.tolist() == [2, 3]
+    assert summary.valid.tolist() == [0, 0]
+    assert np.isnan(summary.mean).all() and np.isnan(summary.quantiles["p50"]).all()
+    assert summary.masked_fraction.tolist() == [1.0, 1.0]

@@ -177,7 +177,10 @@ def summarize(parts: ZoneParts, quantiles: Sequence[float] = ZONE_QUANTILES) -> 
     position = np.searchsorted(parts.hist_zone, parts.zone)
     ends = np.searchsorted(parts.hist_zone, parts.zone, side="right")
     running = np.cumsum(parts.hist_count)
-    before = np.where(position > 0, running[np.maximum(position - 1, 0)], 0)
+    if running.size:
+        before = np.where(position > 0, running[np.maximum(position - 1, 0)], 0)
+    else:  # no zone has a valid pixel (all under cloud or outside the swath)
+        before = np.zeros(parts.zone.size, dtype=np.int64)
     steps = parts.hist_step
 
     def at(index: np.ndarray) -> np.ndarray:
