@@ -598,12 +598,15 @@ def run(
         log(f"zones {zone_set.uri}: {len(zone_set)} zones, {len(zone_set.rejected)} rejected")
         for rejection in zone_set.rejected[:20]:
             log(f"  zone {rejection.zone_id!r} (feature {rejection.position}): {rejection.reason}")
-        wkt = shapely.to_wkt(zone_set.geometries, rounding_precision=-1)
-        sink.load_zones(pd.DataFrame({"zone_id": list(zone_set.ids), "geometry_wkt": list(wkt)}), run_id)
     results = _process(spark, plan.selection.scenes, todo, config, run_id, canvases, plan.zones)
     lap("process")
     rejected = rejected_records(plan.selection.rejected.toPandas(), run_id)
     outcome = load_tables(spark, ledger, sink, results, rejected, run_id)
+    if plan.zones is not None:
+        # With the tables, at the end: a sink that is down stops no group from being made and committed.
+        zone_set = plan.zones.zone_set
+        wkt = shapely.to_wkt(zone_set.geometries, rounding_precision=-1)
+        sink.load_zones(pd.DataFrame({"zone_id": list(zone_set.ids), "geometry_wkt": list(wkt)}), run_id)
     for commit in outcome.unreadable:
         log(f"warning: commit record {commit.uri} could not be read; the next run retries it")
     lap("load")
