@@ -492,7 +492,9 @@ def _composite_native(
                 if labels:
                     collectors[-1].add(labels, value, observed, count > 0)
                 if window.col_off + window.width >= grid.width:
-                    finished = tile_zone_set.finished_by(int(window.row_off + window.height))
+                    # Only the zones whose last row is in this row of blocks: earlier ones are released.
+                    row_end = int(window.row_off + window.height)
+                    finished = tile_zone_set.finished_by(row_end, since=int(window.row_off))
                     for collector in collectors:
                         collector.release(finished)
         if not collectors:

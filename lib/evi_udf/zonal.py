@@ -337,11 +337,6 @@ class ZoneAccumulator:
         return out
 
 
-def zone_quantile_names(quantiles: Sequence[float] = ZONE_QUANTILES) -> list[str]:
-    """The column names of :func:`summarize`'s quantiles (``p10``, ``p50``, ``p90``)."""
-    return [f"p{round(q * 100):02d}" for q in quantiles]
-
-
 @dataclasses.dataclass(frozen=True)
 class ZoneStatistics:
     """One observation's zone statistics on one tile (a scene, or the composite).

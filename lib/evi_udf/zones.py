@@ -129,9 +129,10 @@ class TileZones:
             result.append(labels)
         return result
 
-    def finished_by(self, row: int) -> np.ndarray:
-        """The zone numbers whose last row is above ``row``."""
-        return self.numbers[self.last_row < row]
+    def finished_by(self, row: int, since: int = 0) -> np.ndarray:
+        """The zone numbers whose last row is above ``row`` (and not above ``since``: those were
+        finished before)."""
+        return self.numbers[(self.last_row >= since) & (self.last_row < row)]
 
 
 def tile_zones(
