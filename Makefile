@@ -19,11 +19,11 @@ setup:
 	@scripts/bootstrap.sh
 
 $(SAMPLE)/L2/index.csv.gz: | setup
-	$(PY) -m evi_udf.sample --out $(SAMPLE) --level L2A --resolution-factor 10 --seed 0
+	$(PY) -m evi_udf.sample.generate --out $(SAMPLE) --level L2A --resolution-factor 10 --seed 0
 
 # A sample generated before zones existed gets its zones file alone.
 $(SAMPLE)/zones.parquet: | $(SAMPLE)/L2/index.csv.gz
-	$(PY) -m evi_udf.sample --out $(SAMPLE) --zones-only --seed 0
+	$(PY) -m evi_udf.sample.generate --out $(SAMPLE) --zones-only --seed 0
 
 sample: $(SAMPLE)/L2/index.csv.gz $(SAMPLE)/zones.parquet
 
@@ -40,7 +40,7 @@ run-emulators: setup
 # (from the output root's commit records), and the rejected index rows. Nothing is processed. The
 # sample is generated only for the default local config: another config plans its own index as is.
 plan: setup $(if $(filter conf/local.yaml,$(CONFIG)),sample)
-	$(PY) -m evi_udf.plan --config $(CONFIG) --master 'local[2]' $(ARGS)
+	$(PY) -m evi_udf.cli.plan --config $(CONFIG) --master 'local[2]' $(ARGS)
 
 # The wheel Dataproc batches run (scripts/submit.sh and scripts/build_image.sh build it themselves).
 wheel: setup

@@ -67,9 +67,9 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
-    # The example BigQuery queries travel with the package (evi_udf.queries loads them).
-    package_data={"evi_udf": ["sql/*.sql"]},
+    # The example BigQuery queries travel with the package (evi_udf.outputs.queries loads them).
+    package_data={"evi_udf.outputs": ["sql/*.sql"]},
     install_requires=RUNTIME_REQUIREMENTS,
     extras_require={"spark": SPARK_REQUIREMENTS, "dev": SPARK_REQUIREMENTS + DEV_REQUIREMENTS},
-    entry_points={"console_scripts": ["evi-sample=evi_udf.sample:main"]},
+    entry_points={"console_scripts": ["evi-sample=evi_udf.sample.generate:main"]},
 )

@@ -45,7 +45,7 @@ ROWS = "UVATSRQPNM"
 
 def tiles(count: int) -> list[str]:
     """``count`` distinct MGRS tiles the sample generator can place."""
-    from evi_udf.sample import SampleError, tile_grid
+    from evi_udf.sample.generate import SampleError, tile_grid
 
     found = []
     for row in ROWS:
@@ -64,7 +64,7 @@ def tiles(count: int) -> list[str]:
 
 
 def child_archive(work: str, count: str) -> dict[str, Any]:
-    from evi_udf.sample import SampleSpec, generate_archive
+    from evi_udf.sample.generate import SampleSpec, generate_archive
 
     root = Path(work) / f"driver_{count}tiles_f{FACTOR}"
     if not (root / ".complete").exists():
@@ -86,9 +86,9 @@ def child_run(index: str, out: str, tile_list: str) -> dict[str, Any]:
     import resource
 
     from evi_udf.config import config_from_mapping
-    from evi_udf.job import run
-    from evi_udf.sinks.parquet import ParquetSink
-    from evi_udf.spark_session import build_session
+    from evi_udf.outputs.sinks.parquet import ParquetSink
+    from evi_udf.run.job import run
+    from evi_udf.run.session import build_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     config = config_from_mapping(

@@ -32,7 +32,7 @@ def child(mode: str, uri: str, scratch: str) -> None:
     import rasterio
     from rasterio.windows import Window
 
-    from evi_udf.raster_io import GDAL_ENV
+    from evi_udf.raster.io import GDAL_ENV
     from evi_udf.storage import Storage
 
     started = time.perf_counter()

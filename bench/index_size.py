@@ -7,7 +7,7 @@ the world), written as ``index.csv.gz`` and converted to the partitioned Parquet
 (``write_index_parquet``, Spark ``local[2]``; DuckDB's ``COPY ... PARTITION_BY`` for comparison).
 Then, on both files, the query a user plans: one year, 5 tiles, cloud cover < 30, monthly groups.
 
-* ``spark``: :func:`evi_udf.catalog.select_scenes` + :func:`~evi_udf.catalog.plan_groups` + the
+* ``spark``: :func:`evi_udf.index.catalog.select_scenes` + :func:`~evi_udf.index.catalog.plan_groups` + the
   rejected rows (what ``make plan`` runs), in a session already started (JVM start excluded, and
   measured separately);
 * ``duckdb``: the same filter and grouping in SQL over the same file (its own single process, 2
@@ -152,7 +152,7 @@ def child_generate(path: str, rows: str) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from evi_udf.index_schema import INDEX_COLUMNS
+    from evi_udf.index.columns import INDEX_COLUMNS
 
     count = int(rows)
     rng = np.random.default_rng(SEED)
@@ -184,8 +184,8 @@ def query_tiles() -> list[str]:
 
 
 def child_convert_spark(csv: str, cache: str) -> dict[str, Any]:
-    from evi_udf.index_cache import write_index_parquet
-    from evi_udf.spark_session import build_session
+    from evi_udf.index.cache import write_index_parquet
+    from evi_udf.run.session import build_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = build_session("evi-bench-index", master="local[2]")
@@ -233,9 +233,9 @@ def child_plan_driver(index: str, output_root: str) -> dict[str, Any]:
     """What ``make plan`` runs on a local cache: selection on the driver, the ledger listed, no Spark."""
     import dataclasses
 
+    from evi_udf.cli.plan import plan_table
     from evi_udf.config import ZonesConfig, load_config
-    from evi_udf.index_arrow import driver_selection_applies
-    from evi_udf.plan import plan_table
+    from evi_udf.index.arrow import driver_selection_applies
 
     def no_spark() -> Any:
         raise SystemExit("the plan asked for a Spark session")
@@ -260,8 +260,8 @@ def child_plan_driver(index: str, output_root: str) -> dict[str, Any]:
 
 
 def child_plan_spark(index: str) -> dict[str, Any]:
-    from evi_udf.catalog import plan_groups, select_scenes
-    from evi_udf.spark_session import build_session
+    from evi_udf.index.catalog import plan_groups, select_scenes
+    from evi_udf.run.session import build_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     started = time.perf_counter()

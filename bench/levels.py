@@ -50,8 +50,8 @@ def child_run(index: str, out: str, method: str) -> dict[str, Any]:
     import rasterio
 
     from evi_udf.config import config_from_mapping
-    from evi_udf.process import process_group
-    from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
+    from evi_udf.run.process import process_group
+    from evi_udf.run.udf import group_key_from_pandas, scene_refs_from_pandas
 
     scenes = selection(index)
     with rasterio.open(_band(scenes.base_url.iloc[0])) as band:

@@ -57,7 +57,7 @@ def archive(work: Path, profile: str, factor: int, scenes: int) -> Path:
     """The sample month of ``profile`` under ``work``, generated on first use."""
     root = work / f"month_{profile}_f{factor}_{scenes}"
     if not (root / ".complete").exists():
-        from evi_udf.sample import SampleSpec, generate_archive
+        from evi_udf.sample.generate import SampleSpec, generate_archive
 
         shutil.rmtree(root, ignore_errors=True)
         started = time.perf_counter()
@@ -77,8 +77,8 @@ def archive(work: Path, profile: str, factor: int, scenes: int) -> Path:
 
 
 def selection(index: str) -> Any:
-    from evi_udf.catalog import read_index_pandas, select_scenes_pandas
     from evi_udf.config import CatalogConfig
+    from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
 
     catalog = CatalogConfig(
         index_uri=index, period="all", geometric_quality="any", tiles=(TILE,), max_cloud_cover=90.0
@@ -113,8 +113,8 @@ def child_scenes(index: str) -> dict[str, Any]:
 
 def child_ours(index: str, out: str, skip: str) -> dict[str, Any]:
     from evi_udf.config import config_from_mapping
-    from evi_udf.process import process_group
-    from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
+    from evi_udf.run.process import process_group
+    from evi_udf.run.udf import group_key_from_pandas, scene_refs_from_pandas
 
     scenes = selection(index)
     config = config_from_mapping(

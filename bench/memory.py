@@ -38,10 +38,10 @@ def archive_for(work: Path, factor: int) -> Path:
 
 def run_child(root: Path, out: Path) -> None:
     """In the child: select the tile's scenes with the catalog and process them as one group."""
-    from evi_udf.catalog import read_index_pandas, select_scenes_pandas
     from evi_udf.config import CatalogConfig, config_from_mapping
-    from evi_udf.process import process_group
-    from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
+    from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
+    from evi_udf.run.process import process_group
+    from evi_udf.run.udf import group_key_from_pandas, scene_refs_from_pandas
 
     index = str(root / "L2" / "index.csv.gz")
     scenes, _ = select_scenes_pandas(

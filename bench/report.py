@@ -30,7 +30,7 @@ def memory_section(record: dict) -> list[str]:
         f"Measured {record['when']} on {record['machine']['cpus']} CPUs, "
         f"Python {record['machine']['python']}, {record['machine']['platform']}.",
         "",
-        f"Data: the sample archive (`evi_udf.sample`, seed 11), tile {record['tile']}, "
+        f"Data: the sample archive (`evi_udf.sample.generate`, seed 11), tile {record['tile']}, "
         f"{record['scenes']} L2A scenes "
         "(baselines 02.14 and a 05.10 reprocessing, deduplicated by the catalog), at resolution factors "
         "1 (full 10980 x 10980 px bands) and 2.",
@@ -225,7 +225,7 @@ def index_size_section(record: dict) -> list[str]:
         f"Measured {record['when']} on {machine['cpus']} CPUs ({machine['cpu_model']}). A synthetic index "
         f"with the real 14 columns over {parameters['tiles']:,} MGRS tiles, 2017-2025, a few hundred "
         "corrupt lines spread over it; the query: "
-        f"{parameters['query']}. `make plan`: `evi_udf.plan.plan_table` (selection, groups, the ledger "
+        f"{parameters['query']}. `make plan`: `evi_udf.cli.plan.plan_table` (selection, groups, the ledger "
         "listed, rejected rows); on the local Parquet cache it selects on the driver with pyarrow and "
         "the pandas rules and starts no Spark (`catalog.driver_selection_max_rows`), on the CSV it "
         "runs in Spark. `spark selection`: `select_scenes` + `plan_groups` + the rejected rows in a "
@@ -324,7 +324,7 @@ def driver_section(record: dict) -> list[str]:
         "## The driver's cost per group: 100 and 1,000 tiny groups (`bench/driver.py`)",
         "",
         f"Measured {record['when']} on {machine['cpus']} CPUs ({machine['cpu_model']}). The whole job "
-        f"(`evi_udf.job.run`, `local[{parameters['slots']}]`, Parquet sink) on groups of one "
+        f"(`evi_udf.run.job.run`, `local[{parameters['slots']}]`, Parquet sink) on groups of one "
         f"{10980 // parameters['factor']} x {10980 // parameters['factor']} px L2A scene each (tiles x "
         f"{parameters['days']} daily periods), so that the groups' own work is small and what grows with "
         "the number of groups shows: driver seconds are the run's wall time outside the processing job "
@@ -403,7 +403,7 @@ def speed_section(record: dict) -> list[str]:
         f"{versions['debian_gdal']} (gdal-bin, python3-gdal) with Debian's numpy {versions['debian_numpy']}; "
         f"evi_udf {versions['evi_udf']} at commit {versions['commit']}.",
         "",
-        f"Data: the sample archive (`evi_udf.sample`, seed {parameters['seed']}, "
+        f"Data: the sample archive (`evi_udf.sample.generate`, seed {parameters['seed']}, "
         f"`--scenes-per-tile {parameters['scenes_per_tile']}`), resolution factors "
         f"{', '.join(map(str, parameters['factors']))} (factor 1 = full 10980 x 10980 px bands). "
         "Per tile, the 3 L2A scenes the catalog selects (`period: all`, `geometric_quality: any`; the "
@@ -424,9 +424,9 @@ def speed_section(record: dict) -> list[str]:
         "`ru_maxrss` of a forked and exec'd child.",
         "",
         "- **decode only** (the limit): rasterio reads B02, B04, B08 (10 m) and SCL (20 m) of the 3 scenes "
-        "under `evi_udf.raster_io.GDAL_ENV`, in strips one JPEG2000 tile high (GDAL decodes the strip's "
+        "under `evi_udf.raster.io.GDAL_ENV`, in strips one JPEG2000 tile high (GDAL decodes the strip's "
         "tiles on its own threads), and discards the pixels.",
-        "- **ours**: `evi_udf.process.process_group` on the tile's group with the default configuration: "
+        "- **ours**: `evi_udf.run.process.process_group` on the tile's group with the default configuration: "
         "median EVI composite on the native grid, int16 zstd COG with overviews and a count band, "
         "statistics, quick-look PNG, STAC item.",
         "- **naive numpy script** (`bench/naive_evi.py`): whole bands into numpy with rasterio (GDAL "

@@ -1,10 +1,10 @@
 """Per-tile speed against the JPEG2000 decoding limit and against what users would write instead.
 
-On the same sample tiles (``evi_udf.sample``, L2A, 3 scenes per tile after the catalog's dedupe) and
+On the same sample tiles (``evi_udf.sample.generate``, L2A, 3 scenes per tile after the catalog's dedupe) and
 in the same run, each in a fresh child process, ``--repeat`` times (medians reported):
 
 * ``decode``: only decoding B02, B04, B08 and SCL of the tile's scenes with rasterio under
-  ``evi_udf.raster_io.GDAL_ENV`` (the floor: nothing can be faster than reading its inputs);
+  ``evi_udf.raster.io.GDAL_ENV`` (the floor: nothing can be faster than reading its inputs);
 * ``ours``: the raster core's ``process_group`` for the tile (EVI median composite COG, statistics,
   quick-look, STAC item);
 * ``naive``: ``bench/naive_evi.py``, whole bands in numpy, ``np.nanmedian``, GeoTIFF, then COG;
@@ -113,7 +113,7 @@ def child_archive(work: Path, factor: int, tiles: tuple[str, ...]) -> Path:
     root = archive_path(work, factor, tiles)
     done = root / ".complete"
     if not done.exists():
-        from evi_udf.sample import SampleSpec, generate_archive
+        from evi_udf.sample.generate import SampleSpec, generate_archive
 
         # BASE_URLs in the index hold the absolute folder, so a half-written archive is regenerated
         # in place rather than written elsewhere and renamed.
@@ -136,8 +136,8 @@ def selected_scenes(root: Path, tiles: tuple[str, ...]) -> dict[str, list[dict[s
     SystemExit
         If a tile does not get exactly :data:`SCENES` distinct acquisitions.
     """
-    from evi_udf.catalog import read_index_pandas, select_scenes_pandas
     from evi_udf.config import CatalogConfig
+    from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
 
     index = str(root / "L2" / "index.csv.gz")
     raw = read_index_pandas(index)
@@ -182,7 +182,7 @@ def child_decode(safes: list[str]) -> dict[str, Any]:
     import rasterio
     from rasterio.windows import Window
 
-    from evi_udf.raster_io import GDAL_ENV
+    from evi_udf.raster.io import GDAL_ENV
 
     sys.path.insert(0, str(BENCH))
     from s2_product import band_files
@@ -204,10 +204,10 @@ def child_decode(safes: list[str]) -> dict[str, Any]:
 
 def child_ours(index: str, tile: str, out: str) -> dict[str, Any]:
     """Run ``process_group`` on the tile's scenes as the catalog selects them."""
-    from evi_udf.catalog import read_index_pandas, select_scenes_pandas
     from evi_udf.config import CatalogConfig, config_from_mapping
-    from evi_udf.process import process_group
-    from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
+    from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
+    from evi_udf.run.process import process_group
+    from evi_udf.run.udf import group_key_from_pandas, scene_refs_from_pandas
 
     catalog = CatalogConfig(index_uri=index, period="all", geometric_quality="any", tiles=(tile,))
     scenes, _ = select_scenes_pandas(read_index_pandas(index), catalog)

@@ -46,8 +46,8 @@ def child_zones(index: str, count: str, out: str) -> dict[str, Any]:
     import shapely
     from pyproj import Transformer
 
-    from evi_udf.grid import mgrs_square_origin
-    from evi_udf.zones import owned_area
+    from evi_udf.raster.grid import mgrs_square_origin
+    from evi_udf.zones.pixels import owned_area
 
     rng = np.random.default_rng(SEED)
     epsg, west, south = mgrs_square_origin(TILE)
@@ -98,11 +98,11 @@ def child_process(index: str, out: str, zones_path: str) -> dict[str, Any]:
     from s2_product import band_files
 
     from evi_udf.config import ZonesConfig, config_from_mapping
-    from evi_udf.process import process_group
-    from evi_udf.raster_io import dataset_grid
-    from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
-    from evi_udf.zone_input import read_zones
-    from evi_udf.zones import ZoneInput, tile_zones
+    from evi_udf.raster.io import dataset_grid
+    from evi_udf.run.process import process_group
+    from evi_udf.run.udf import group_key_from_pandas, scene_refs_from_pandas
+    from evi_udf.zones.input import read_zones
+    from evi_udf.zones.pixels import ZoneInput, tile_zones
 
     scenes = selection(index)
     config = config_from_mapping({"catalog": {"index_uri": index}, "output": {"root": out}})

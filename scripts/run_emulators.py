@@ -95,7 +95,7 @@ def main() -> int:
     try:
         from google.cloud import storage
 
-        from evi_udf.sample import SampleSpec, generate_archive
+        from evi_udf.sample.generate import SampleSpec, generate_archive
 
         if not (args.sample / "L2" / "index.csv.gz").exists():
             print(
@@ -149,7 +149,7 @@ def print_queries(bq_url: str) -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    from evi_udf.queries import load_query
+    from evi_udf.outputs.queries import load_query
 
     client = bigquery.Client(
         project=PROJECT, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=bq_url)

@@ -9,7 +9,7 @@
 # `gcloud dataproc batches submit pyspark spark_jobs/evi_job.py ... -- --config <staged config>`.
 # --dry-run prints those commands (and the cost per hour and per scene) and runs none of them; --plan
 # first prints what the run would process and its estimated cost. Settings come from conf/dataproc.yaml (or
-# --config FILE) and the flags; the checks and the commands are in lib/evi_udf/submit.py.
+# --config FILE) and the flags; the checks and the commands are in lib/evi_udf/deploy/submit.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +18,4 @@ if [ ! -x "$PYTHON" ]; then
   echo "submit.sh: $PYTHON not found; setting up .venv first (scripts/bootstrap.sh)" >&2
   scripts/bootstrap.sh >&2
 fi
-exec "$PYTHON" -m evi_udf.submit "$@"
+exec "$PYTHON" -m evi_udf.deploy.submit "$@"

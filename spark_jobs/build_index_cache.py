@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from evi_udf.errors import EviError
-    from evi_udf.index_cache import write_index_parquet
-    from evi_udf.spark_session import build_session
+    from evi_udf.index.cache import write_index_parquet
+    from evi_udf.run.session import build_session
 
     started = time.monotonic()
     spark = build_session("sentinel2-index-cache")

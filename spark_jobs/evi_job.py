@@ -24,9 +24,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from evi_udf.config import load_config
     from evi_udf.errors import EviError
-    from evi_udf.job import run
-    from evi_udf.sinks import sink_for
-    from evi_udf.spark_session import build_session
+    from evi_udf.outputs.sinks import sink_for
+    from evi_udf.run.job import run
+    from evi_udf.run.session import build_session
 
     overrides = [*args.set, *(["run.overwrite=true"] if args.overwrite else [])]
     try:

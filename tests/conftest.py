@@ -21,7 +21,7 @@ def spark() -> Iterator[object]:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from evi_udf.spark_session import build_session
+    from evi_udf.run.session import build_session
 
     session = build_session(
         "evi-udf-tests",

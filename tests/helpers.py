@@ -70,7 +70,7 @@ def sample_in_gcs_emulator(archive: Path, **spec: object) -> tuple[str, str, str
 
     from google.cloud import storage
 
-    from evi_udf.sample import SampleSpec, generate_archive
+    from evi_udf.sample.generate import SampleSpec, generate_archive
 
     source, output = f"s2-{uuid.uuid4().hex[:6]}", f"evi-{uuid.uuid4().hex[:6]}"
     client = storage.Client()

@@ -10,17 +10,18 @@ import pandas as pd
 import pytest
 from faulty_proxy import faulty_proxy
 
-from evi_udf.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.config import config_from_mapping
 from evi_udf.errors import SinkError
-from evi_udf.job import split_tables
-from evi_udf.ledger import Ledger, new_attempt
-from evi_udf.process import process_group
-from evi_udf.sample import SampleSpec, generate_archive
-from evi_udf.schema import to_result_records
-from evi_udf.sinks.bigquery import BigQuerySink
+from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
+from evi_udf.outputs.rows import to_result_records
+from evi_udf.outputs.sinks.bigquery import BigQuerySink
+from evi_udf.run.job import split_tables
+from evi_udf.run.ledger import Ledger
+from evi_udf.run.process import process_group
+from evi_udf.run.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas
+from evi_udf.sample.generate import SampleSpec, generate_archive
 from evi_udf.storage import Storage
-from evi_udf.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas
+from evi_udf.task.names import new_attempt
 
 T0 = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone.utc)
 
@@ -266,7 +267,7 @@ def test_two_loads_at_once_leave_exactly_the_newest_commit(bigquery_emulator, ru
 
 @pytest.mark.integration
 def test_rejected_rows_keep_the_run_that_first_rejected_them(bigquery_emulator) -> None:
-    from evi_udf.job import rejected_records
+    from evi_udf.run.job import rejected_records
 
     sink = new_sink(bigquery_emulator)
     raw = pd.DataFrame(
@@ -364,7 +365,7 @@ def test_every_api_error_is_a_sink_error_naming_the_dataset(bigquery_emulator_ur
 def test_the_example_queries_run_with_parameters(bigquery_emulator, run_tables) -> None:
     from google.cloud import bigquery
 
-    from evi_udf.queries import load_query
+    from evi_udf.outputs.queries import load_query
 
     sink = new_sink(bigquery_emulator)
     sink.load(run_tables["tables"], "run-1")

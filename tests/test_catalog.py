@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evi_udf.catalog import (
+from evi_udf.config import CatalogConfig
+from evi_udf.errors import IndexSchemaError
+from evi_udf.index.catalog import (
     CORRUPT_RECORD_COLUMN,
     INDEX_COLUMNS,
     INDEX_HEADER,
@@ -25,8 +27,6 @@ from evi_udf.catalog import (
     read_index_pandas,
     select_scenes_pandas,
 )
-from evi_udf.config import CatalogConfig
-from evi_udf.errors import IndexSchemaError
 
 BUCKET = "gs://gcp-public-data-sentinel-2"
 L2_TILES = f"{BUCKET}/L2/tiles"
@@ -526,7 +526,7 @@ def test_corrupt_rows_are_judged_by_their_text_not_their_shifted_fields(tmp_path
 
 
 def test_a_bbox_meets_the_utm_zones_of_the_tiles_that_reach_it() -> None:
-    from evi_udf.index_rules import bbox_utm_zones
+    from evi_udf.index.rules import bbox_utm_zones
 
     # Melbourne (144.9 E) is in zone 55 (144-150 E); tiles of zone 54 reach ~1.3 degrees east of
     # 144 E at 38 S, so both are candidates; zone 56 starts 5 degrees away.

@@ -34,7 +34,10 @@ from test_catalog import (
     write_index,
 )
 
-from evi_udf.catalog import (
+from evi_udf.config import CatalogConfig
+from evi_udf.errors import CatalogError, IndexSchemaError
+from evi_udf.index.arrow import driver_selection_applies, rows_to_read, select_scenes_on_driver
+from evi_udf.index.catalog import (
     CORRUPT_RECORD_COLUMN,
     INDEX_COLUMNS,
     INDEX_HEADER,
@@ -49,10 +52,7 @@ from evi_udf.catalog import (
     select_scenes_pandas,
     write_index_parquet,
 )
-from evi_udf.config import CatalogConfig
-from evi_udf.errors import CatalogError, IndexSchemaError
-from evi_udf.index_arrow import driver_selection_applies, rows_to_read, select_scenes_on_driver
-from evi_udf.job import planned_groups, planned_groups_pandas
+from evi_udf.run.job import planned_groups, planned_groups_pandas
 
 pytestmark = pytest.mark.integration
 
@@ -381,7 +381,7 @@ def test_index_cache_job_writes_a_cache_that_selects_like_the_csv(spark, tmp_pat
     # spark-submit runs $JAVA_HOME/bin/java when JAVA_HOME is set.
     no_java = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}
     planned = subprocess.run(
-        [sys.executable, "-m", "evi_udf.plan", "--config", str(job_config), "--master", "local[2]"],
+        [sys.executable, "-m", "evi_udf.cli.plan", "--config", str(job_config), "--master", "local[2]"],
         capture_output=True,
         text=True,
         env=no_java,
@@ -395,7 +395,7 @@ def test_index_cache_job_writes_a_cache_that_selects_like_the_csv(spark, tmp_pat
         [
             sys.executable,
             "-m",
-            "evi_udf.plan",
+            "evi_udf.cli.plan",
             "--config",
             str(job_config),
             "--master",

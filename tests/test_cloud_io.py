@@ -14,12 +14,12 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from evi_udf.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.config import config_from_mapping
-from evi_udf.process import process_group
-from evi_udf.sample import SampleSpec, generate_archive
+from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
+from evi_udf.run.process import process_group
+from evi_udf.run.udf import group_key_from_pandas, scene_refs_from_pandas
+from evi_udf.sample.generate import SampleSpec, generate_archive
 from evi_udf.storage import Storage
-from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
 
 
 def upload_tree(root: Path, bucket: str) -> None:
@@ -109,8 +109,8 @@ def test_a_missing_object_fails_its_scene_only(archives, tmp_path: Path) -> None
 
 @pytest.mark.integration
 def test_a_gs_index_is_read_in_a_local_session_without_the_gcs_connector(spark, archives) -> None:
-    from evi_udf.catalog import select_scenes
     from evi_udf.config import CatalogConfig
+    from evi_udf.index.catalog import select_scenes
 
     index_uri = f"gs://{archives['source']}/L2/index.csv.gz"
     from_gcs = select_scenes(spark, CatalogConfig(index_uri=index_uri, period="month")).scenes.toPandas()
@@ -123,9 +123,9 @@ def test_a_gs_index_is_read_in_a_local_session_without_the_gcs_connector(spark, 
 
 @pytest.mark.integration
 def test_a_missing_gs_index_fails_with_its_uri(spark, archives) -> None:
-    from evi_udf.catalog import select_scenes
     from evi_udf.config import CatalogConfig
     from evi_udf.errors import CatalogError
+    from evi_udf.index.catalog import select_scenes
 
     uri = f"gs://{archives['source']}/nope/index.csv.gz"
     with pytest.raises(

@@ -246,7 +246,7 @@ def test_dataproc_limits_are_checked_at_their_edges(settings: dict, error: str |
 
 
 def test_the_longest_batch_prefix_makes_a_valid_batch_id() -> None:
-    from evi_udf.submit import BATCH_ID, new_batch_id
+    from evi_udf.deploy.submit import BATCH_ID, new_batch_id
 
     config = config_from_mapping({"catalog": {"index_uri": "x"}, "dataproc": {"batch_prefix": "e" * 40}})
     batch_id = new_batch_id(config.dataproc.batch_prefix)

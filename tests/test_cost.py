@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evi_udf.config import DataprocConfig
-from evi_udf.cost import CORE_SECONDS_PER_SCENE, estimate_cost, node_dcu, rate
+from evi_udf.deploy.cost import CORE_SECONDS_PER_SCENE, estimate_cost, node_dcu, rate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,9 +25,9 @@ import pytest
 import rasterio
 
 from evi_udf import __version__
-from evi_udf.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.config import load_config
-from evi_udf.sample import SampleSpec, generate_archive
+from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
+from evi_udf.sample.generate import SampleSpec, generate_archive
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "scripts" / "submit.sh"
@@ -471,8 +471,8 @@ def test_the_wheel_does_not_pull_spark_and_ships_the_queries(tmp_path: Path) -> 
     required = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
     assert not [r for r in required if r.lower().startswith("pyspark")]
     assert any(r.startswith("rasterio") for r in required)
-    assert {"evi_udf/sql/evi_time_series.sql", "evi_udf/sql/monthly_mean_in_area.sql"} <= set(names)
-    assert "evi_udf/process.py" in names and not [n for n in names if n.startswith(("tests/", "bench/"))]
+    assert {"evi_udf/outputs/sql/evi_time_series.sql", "evi_udf/outputs/sql/monthly_mean_in_area.sql"} <= set(names)
+    assert "evi_udf/run/process.py" in names and not [n for n in names if n.startswith(("tests/", "bench/"))]
 
 
 def test_image_tag_is_the_version_and_the_lock_hash() -> None:
@@ -598,7 +598,7 @@ def test_the_wheel_alone_runs_the_job_in_a_fresh_venv(tmp_path: Path) -> None:
         [
             str(python),
             "-m",
-            "evi_udf.queries",
+            "evi_udf.outputs.queries",
             "evi_time_series",
             "--project",
             "my-project",

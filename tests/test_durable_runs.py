@@ -26,13 +26,13 @@ import rasterio
 from faulty_proxy import faulty_proxy
 from helpers import evi_cogs, sample_in_gcs_emulator, spark_submit, start_spark_submit
 
+from evi_udf.cli.plan import plan_table
 from evi_udf.config import load_config
-from evi_udf.job import run
-from evi_udf.plan import plan_table
-from evi_udf.sample import SampleSpec, generate_archive
-from evi_udf.sinks import sink_for
-from evi_udf.sinks.bigquery import BigQuerySink
-from evi_udf.sinks.parquet import ParquetSink
+from evi_udf.outputs.sinks import sink_for
+from evi_udf.outputs.sinks.bigquery import BigQuerySink
+from evi_udf.outputs.sinks.parquet import ParquetSink
+from evi_udf.run.job import run
+from evi_udf.sample.generate import SampleSpec, generate_archive
 
 GROUPS = 8
 TABLES = (

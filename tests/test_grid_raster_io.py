@@ -15,8 +15,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 from rio_cogeo.cogeo import cog_validate
 
-from evi_udf.grid import PixelGrid, SharedGrid, block_windows
-from evi_udf.raster_io import dataset_grid, open_raster, read_block, write_cog
+from evi_udf.raster.grid import PixelGrid, SharedGrid, block_windows
+from evi_udf.raster.io import dataset_grid, open_raster, read_block, write_cog
 
 RasterFactory = Callable[..., Path]
 
@@ -240,7 +240,7 @@ def evi_like_field(rows: int, cols: int) -> np.ndarray:
 def test_a_shared_grid_warp_does_not_depend_on_how_it_is_cut_into_blocks(
     make_raster: RasterFactory, tmp_path: Path, resolution: float
 ) -> None:
-    from evi_udf.raster_io import kernel_scale, warp_to_grid
+    from evi_udf.raster.io import kernel_scale, warp_to_grid
 
     rows = cols = 900
     source = make_raster(evi_like_field(rows, cols), "EPSG:32755", 300000.0, 5900000.0, 10.0, float("nan"))
@@ -283,7 +283,7 @@ def test_a_shared_grid_warp_does_not_depend_on_how_it_is_cut_into_blocks(
 
 
 def test_the_kernel_scale_is_the_resolution_ratio() -> None:
-    from evi_udf.raster_io import kernel_scale
+    from evi_udf.raster.io import kernel_scale
 
     assert kernel_scale((10.0, -10.0), 10.0) == {"XSCALE": "1", "YSCALE": "1"}
     assert kernel_scale((10.0, 10.0), 60.0) == {"XSCALE": "0.166666666667", "YSCALE": "0.166666666667"}
@@ -294,7 +294,7 @@ def test_a_resolution_level_is_read_by_pixel_window_and_padded_past_its_edge(tmp
     from rasterio.windows import Window
 
     from evi_udf.errors import RasterReadError
-    from evi_udf.raster_io import open_resolution_level, read_level_window
+    from evi_udf.raster.io import open_resolution_level, read_level_window
 
     native = PixelGrid("EPSG:32755", 10.0, 300000.0, 6000000.0, 600, 600)
     values = np.arange(600 * 600, dtype=np.uint16).reshape(600, 600) % 5000 + 1
@@ -323,7 +323,7 @@ def test_a_resolution_level_is_read_by_pixel_window_and_padded_past_its_edge(tmp
 
 
 def test_mask_reads_through_tile_rows_equal_gdal_nearest_and_decode_each_row_once(tmp_path: Path) -> None:
-    from evi_udf.raster_io import MaskTileRows, read_mask_block
+    from evi_udf.raster.io import MaskTileRows, read_mask_block
 
     # A 20 m class raster in 64 px tiles under a 10 m grid read in 96 px blocks: blocks straddle
     # tile rows and columns, and the last ones reach past the raster.

@@ -23,13 +23,13 @@ import rasterio
 from helpers import evi_cogs, spark_submit
 from rio_cogeo.cogeo import cog_validate
 
-from evi_udf.catalog import read_index_pandas, select_scenes, select_scenes_pandas
 from evi_udf.config import load_config
-from evi_udf.job import bucket_ids, run
-from evi_udf.process import process_group
-from evi_udf.sample import SampleSpec, generate_archive
-from evi_udf.sinks.parquet import ParquetSink
-from evi_udf.udf import group_key_from_pandas, make_group_function, scene_refs_from_pandas
+from evi_udf.index.catalog import read_index_pandas, select_scenes, select_scenes_pandas
+from evi_udf.outputs.sinks.parquet import ParquetSink
+from evi_udf.run.job import bucket_ids, run
+from evi_udf.run.process import process_group
+from evi_udf.run.udf import group_key_from_pandas, make_group_function, scene_refs_from_pandas
+from evi_udf.sample.generate import SampleSpec, generate_archive
 
 REPO = Path(__file__).resolve().parents[1]
 BROKEN_DATE = "20220118"
@@ -169,7 +169,7 @@ def test_the_udf_gives_the_same_rows_on_pandas_and_through_apply_in_pandas(
     selection = select_scenes(spark, config.catalog)
     one_group = selection.scenes.where("mgrs_tile = '55HBU' AND period = '2022-02'")
     function = make_group_function(config, run_id="same-run")
-    from evi_udf.schema import result_spark_schema
+    from evi_udf.outputs.rows import result_spark_schema
 
     through_spark = (
         one_group.groupBy("mgrs_tile", "period").applyInPandas(function, result_spark_schema()).toPandas()
@@ -239,7 +239,7 @@ def test_run_fails_its_rules_when_too_many_groups_fail(spark, workspace, tmp_pat
 @pytest.mark.integration
 def test_python_workers_put_group_files_on_sparks_local_disk(spark) -> None:
     """The group function's scratch folder goes under the executor's Spark local directory."""
-    from evi_udf.udf import spark_local_dir
+    from evi_udf.run.udf import spark_local_dir
 
     def where(pdf: pd.DataFrame) -> pd.DataFrame:
         import os

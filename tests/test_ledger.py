@@ -10,23 +10,21 @@ import threading
 from pathlib import Path
 
 from evi_udf.config import config_from_mapping
-from evi_udf.ledger import (
+from evi_udf.run.ledger import (
     ORPHAN_GRACE,
     Commit,
     Ledger,
     PlannedGroup,
-    fingerprint_of,
-    group_outputs,
     latest_commits,
-    parameter_hash,
     parse_record_uri,
     plan_groups,
     record_name,
-    scene_set_fingerprint,
     superseded_files,
 )
-from evi_udf.schema import GroupKey, SceneRef
 from evi_udf.storage import Storage
+from evi_udf.task.group import GroupKey, SceneRef
+from evi_udf.task.identity import fingerprint_of, parameter_hash, scene_set_fingerprint
+from evi_udf.task.names import group_outputs
 
 UTC = dt.timezone.utc
 KEY = GroupKey("55HBU", "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))

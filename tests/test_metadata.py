@@ -8,7 +8,7 @@ import re
 import pytest
 
 from evi_udf.errors import MetadataError
-from evi_udf.metadata import parse_product_metadata, parse_tile_metadata
+from evi_udf.raster.metadata import parse_product_metadata, parse_tile_metadata
 
 L2A_05 = b"""<?xml version="1.0" encoding="UTF-8"?>
 <n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
@@ -328,7 +328,7 @@ def test_values_that_would_be_taken_silently_are_named_errors(xml: bytes, messag
 
 
 def test_the_oldest_products_metadata_is_found_under_its_own_name() -> None:
-    from evi_udf.process import product_metadata_candidates
+    from evi_udf.run.process import product_metadata_candidates
 
     old = "gs://gcp-public-data-sentinel-2/tiles/51/R/WP/S2A_OPER_PRD_MSIL1C_PDMC_20151223T100202_R046_V20151223T023913_20151223T023913.SAFE"
     assert product_metadata_candidates(old, "L1C") == [

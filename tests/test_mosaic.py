@@ -15,10 +15,10 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import transform, transform_bounds
 
-from evi_udf.mosaic import MosaicPiece, mosaic_canvases, paint, render
-from evi_udf.process import evi_to_rgba
-from evi_udf.raster_io import write_cog
-from evi_udf.schema import GroupKey
+from evi_udf.outputs.mosaic import MosaicPiece, mosaic_canvases, paint, render
+from evi_udf.raster.io import write_cog
+from evi_udf.run.process import evi_to_rgba
+from evi_udf.task.group import GroupKey
 
 NODATA = -32768
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from evi_udf.errors import SinkError
-from evi_udf.job import split_tables
-from evi_udf.schema import table_fields
-from evi_udf.sinks.parquet import ParquetSink
-from evi_udf.udf import result_frame
+from evi_udf.outputs.rows import table_fields
+from evi_udf.outputs.sinks.parquet import ParquetSink
+from evi_udf.run.job import split_tables
+from evi_udf.run.udf import result_frame
 
 PARAMS = "c" * 12
 
@@ -93,7 +93,7 @@ def test_tables_of_an_earlier_release_are_refused_by_name(tmp_path: Path) -> Non
 LOADER = textwrap.dedent(
     """
     import pickle, sys, time
-    from evi_udf.sinks.parquet import ParquetSink
+    from evi_udf.outputs.sinks.parquet import ParquetSink
     root, batch, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     tables = pickle.load(open(batch, "rb"))
     while time.time() < start:

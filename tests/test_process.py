@@ -27,11 +27,11 @@ from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
 from evi_udf.config import JobConfig, config_from_mapping
-from evi_udf.process import GroupResult, process_group
-from evi_udf.sample import SampleSpec, generate_archive
-from evi_udf.schema import GroupKey, SceneRef
-from evi_udf.zonal import merge_parts, summarize
-from evi_udf.zones import ZoneInput
+from evi_udf.run.process import GroupResult, process_group
+from evi_udf.sample.generate import SampleSpec, generate_archive
+from evi_udf.task.group import GroupKey, SceneRef
+from evi_udf.zones.pixels import ZoneInput
+from evi_udf.zones.statistics import merge_parts, summarize
 
 FACTOR = 30  # 366 px bands at 300 m: several 256 px blocks per tile
 PIXELS = 10980 // FACTOR
@@ -411,7 +411,7 @@ def split_product(
     """A copy of ``ref``'s product that has data only in ``keep_columns`` of its 10 m bands (and in the
     SCL pixels over them, no data elsewhere): one part of a tile ESA delivered as two products (same
     datatake and baseline, other generation time)."""
-    from evi_udf.sample import JP2_OPTIONS
+    from evi_udf.sample.generate import JP2_OPTIONS
 
     source = Path(ref.base_url)
     target = out / f"{source.stem}_{name}.SAFE"
@@ -501,7 +501,7 @@ def jp2_tile_data(path: Path) -> dict[int, tuple[int, int]]:
 
 
 def rewrite_jp2(path: Path, change: Callable[[np.ndarray], None]) -> None:
-    from evi_udf.sample import JP2_OPTIONS
+    from evi_udf.sample.generate import JP2_OPTIONS
 
     with rasterio.open(path) as dataset:
         profile, data = dataset.profile, dataset.read(1)
@@ -570,7 +570,7 @@ def test_bands_are_not_decoded_where_the_cloud_mask_keeps_no_pixel(tmp_path: Pat
 
 
 def test_merging_parts_takes_the_first_valid_value() -> None:
-    from evi_udf.process import merge_parts
+    from evi_udf.run.process import merge_parts
 
     nan = np.nan
     newest = (
@@ -681,8 +681,8 @@ def test_a_coarse_grid_reads_the_bands_jpeg2000_resolution_level(tmp_path: Path)
 
 
 def test_the_resolution_level_is_the_coarsest_power_of_two_within_the_grid() -> None:
-    from evi_udf.grid import PixelGrid
-    from evi_udf.process import resolution_level
+    from evi_udf.raster.grid import PixelGrid
+    from evi_udf.run.process import resolution_level
 
     native = PixelGrid("EPSG:32755", 10.0, 199980.0, 6100000.0, 10980, 10980)
 
@@ -712,7 +712,7 @@ def test_the_resolution_level_is_the_coarsest_power_of_two_within_the_grid() -> 
 
 
 def test_coarse_reads_change_the_parameter_hash_only_where_they_can_change_pixels() -> None:
-    from evi_udf.ledger import parameter_hash
+    from evi_udf.task.identity import parameter_hash
 
     def hashes(grid: dict[str, object]) -> set[str]:
         return {

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from evi_udf.evi import EviRules, compute_evi
-from evi_udf.radiometry import classi_clear_mask, dn_to_reflectance, observed_and_clear, scl_clear_mask
+from evi_udf.pixels.evi import EviRules, compute_evi
+from evi_udf.pixels.radiometry import classi_clear_mask, dn_to_reflectance, observed_and_clear, scl_clear_mask
 
 
 def test_reflectance_with_the_baseline_04_offset() -> None:
@@ -116,7 +116,7 @@ def test_evi_valid_range_is_configurable() -> None:
 
 
 def test_a_coarsened_mask_is_all_or_any_of_the_pixels_under_it() -> None:
-    from evi_udf.radiometry import coarsen_mask
+    from evi_udf.pixels.radiometry import coarsen_mask
 
     mask = np.array(
         [

@@ -20,7 +20,7 @@ import pytest
 import rasterio
 
 from evi_udf.errors import SampleError
-from evi_udf.sample import tile_grid
+from evi_udf.sample.generate import tile_grid
 
 REAL_INDEX_HEADER = (
     b"GRANULE_ID,PRODUCT_ID,DATATAKE_IDENTIFIER,MGRS_TILE,SENSING_TIME,TOTAL_SIZE,CLOUD_COVER,"
@@ -42,7 +42,7 @@ EXPECTED_GRIDS = {
 
 def run_sample(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "evi_udf.sample", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "evi_udf.sample.generate", *args], capture_output=True, text=True, check=False
     )
 
 
@@ -311,7 +311,7 @@ def test_bad_options_fail_with_a_message_naming_the_option(tmp_path: Path) -> No
 
 def month_of(tmp_path: Path, profile: str) -> tuple[list[float], float]:
     """(index CLOUD_COVER of each product, share of 10 km blocks SCL keeps no pixel of) of a month."""
-    from evi_udf.sample import SampleSpec, generate_archive
+    from evi_udf.sample.generate import SampleSpec, generate_archive
 
     root = tmp_path / profile
     generate_archive(

@@ -9,15 +9,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from evi_udf.schema import (
+from evi_udf.outputs.rows import (
     TABLE_DESCRIPTIONS,
     TABLE_NAMES,
     table_arrow_schema,
     table_fields,
     tables_markdown,
 )
-from evi_udf.sinks.bigquery import BigQuerySink
-from evi_udf.sinks.parquet import ParquetSink
+from evi_udf.outputs.sinks.bigquery import BigQuerySink
+from evi_udf.outputs.sinks.parquet import ParquetSink
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_every_column_of_every_table_is_described_and_has_a_mode() -> None:
 
 def test_the_readme_table_reference_is_generated_from_the_schema() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert tables_markdown() in readme, "run: .venv/bin/python -m evi_udf.schema --readme"
+    assert tables_markdown() in readme, "run: .venv/bin/python -m evi_udf.outputs.rows --readme"
 
 
 def test_parquet_tables_carry_descriptions_and_required_columns(tmp_path: Path) -> None:

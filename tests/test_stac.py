@@ -21,14 +21,14 @@ import rasterio
 from pyproj import CRS
 from pystac.validation import JsonSchemaSTACValidator, validate_dict
 
-from evi_udf.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.config import config_from_mapping
-from evi_udf.job import run
-from evi_udf.process import process_group
-from evi_udf.sample import SampleSpec, generate_archive
-from evi_udf.sinks.parquet import ParquetSink
-from evi_udf.stac import ring_area
-from evi_udf.udf import group_key_from_pandas, scene_refs_from_pandas
+from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
+from evi_udf.outputs.sinks.parquet import ParquetSink
+from evi_udf.outputs.stac import ring_area
+from evi_udf.run.job import run
+from evi_udf.run.process import process_group
+from evi_udf.run.udf import group_key_from_pandas, scene_refs_from_pandas
+from evi_udf.sample.generate import SampleSpec, generate_archive
 
 SCHEMAS = Path(__file__).parent / "data" / "stac"
 EXTENSIONS = {

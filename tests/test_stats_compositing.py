@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from evi_udf.compositing import COMPOSITORS, get_compositor
-from evi_udf.stats import EviAccumulator
+from evi_udf.pixels.compositing import COMPOSITORS, get_compositor
+from evi_udf.pixels.stats import EviAccumulator
 
 NAN = np.nan
 

@@ -1,4 +1,4 @@
-"""Zone statistics (evi_udf.zonal) against numpy on each zone's pixels, computed independently."""
+"""Zone statistics (evi_udf.zones.statistics) against numpy on each zone's pixels, computed independently."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from evi_udf.zonal import NO_ZONE, ZoneAccumulator, merge_parts, summarize
+from evi_udf.zones.statistics import NO_ZONE, ZoneAccumulator, merge_parts, summarize
 
 ZONES = 40
 

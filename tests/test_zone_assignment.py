@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import shapely
 
-from evi_udf.mosaic import tile_bounds
-from evi_udf.zone_assignment import assign_zones, assign_zones_pandas, cells_of
+from evi_udf.raster.grid import tile_bounds
+from evi_udf.zones.assignment import assign_zones, assign_zones_pandas, cells_of
 
 # Both sides of the antimeridian (01KAA's footprint crosses it), the 54/55 boundary, Norway, 0/0.
 TILES = ["60KZC", "60KYF", "01KAT", "01KAA", "55HBU", "54HYD", "32VLM", "31NAA"]

@@ -16,21 +16,22 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
-from evi_udf.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.config import ZonesConfig, config_from_mapping
 from evi_udf.errors import ZonesError
-from evi_udf.job import split_tables
-from evi_udf.ledger import Ledger, new_attempt
-from evi_udf.process import process_group
-from evi_udf.queries import load_query
-from evi_udf.sample import SampleSpec, generate_archive
-from evi_udf.schema import table_arrow_schema, to_result_records
-from evi_udf.sinks.bigquery import BigQuerySink
+from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
+from evi_udf.outputs.queries import load_query
+from evi_udf.outputs.rows import table_arrow_schema, to_result_records
+from evi_udf.outputs.sinks.bigquery import BigQuerySink
+from evi_udf.outputs.zone_views import duckdb_views
+from evi_udf.run.job import split_tables
+from evi_udf.run.ledger import Ledger
+from evi_udf.run.process import process_group
+from evi_udf.run.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas, zone_records
+from evi_udf.sample.generate import SampleSpec, generate_archive
 from evi_udf.storage import Storage
-from evi_udf.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas, zone_records
-from evi_udf.zone_input import read_zones
-from evi_udf.zone_views import duckdb_views
-from evi_udf.zones import ZoneInput
+from evi_udf.task.names import new_attempt
+from evi_udf.zones.input import read_zones
+from evi_udf.zones.pixels import ZoneInput
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pyproj import Transformer
 
 from evi_udf.config import ConfigError, ZonesConfig
 from evi_udf.errors import ZonesError
-from evi_udf.zone_input import read_zones
+from evi_udf.zones.input import read_zones
 
 FIELD = shapely.box(144.10, -35.20, 144.12, -35.18)
 FARM = shapely.MultiPolygon(

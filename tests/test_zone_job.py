@@ -23,10 +23,10 @@ import shapely
 from pyproj import Transformer
 
 from evi_udf.config import load_config
-from evi_udf.job import run
-from evi_udf.sample import SampleSpec, generate_archive
-from evi_udf.sinks.parquet import ParquetSink
-from evi_udf.zone_views import duckdb_views
+from evi_udf.outputs.sinks.parquet import ParquetSink
+from evi_udf.outputs.zone_views import duckdb_views
+from evi_udf.run.job import run
+from evi_udf.sample.generate import SampleSpec, generate_archive
 
 pytestmark = [pytest.mark.integration]
 

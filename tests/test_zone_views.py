@@ -13,11 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evi_udf.process import GroupResult
-from evi_udf.schema import GroupKey, SceneRow, table_arrow_schema
-from evi_udf.udf import acquisition_of, zone_records
-from evi_udf.zonal import NO_ZONE, ZoneCollector, block_zones
-from evi_udf.zone_views import duckdb_views
+from evi_udf.outputs.rows import SceneRow, table_arrow_schema
+from evi_udf.outputs.zone_views import duckdb_views
+from evi_udf.run.process import GroupResult
+from evi_udf.run.udf import acquisition_of, zone_records
+from evi_udf.task.group import GroupKey
+from evi_udf.zones.statistics import NO_ZONE, ZoneCollector, block_zones
 
 KEY_A = GroupKey("55HBU", "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))
 KEY_B = GroupKey("54HYD", "2022-01", dt.date(2022, 1, 1), dt.date(2022, 1, 31))

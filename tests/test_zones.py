@@ -1,4 +1,4 @@
-"""Zones on a tile's grid (evi_udf.zones): ownership against the mgrs library, labels against
+"""Zones on a tile's grid (evi_udf.zones.pixels): ownership against the mgrs library, labels against
 point-in-polygon tests on pixel centres (shapely), tiny and overlapping zones."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from evi_udf.grid import PixelGrid, block_windows, mgrs_square_origin
-from evi_udf.zonal import NO_ZONE
-from evi_udf.zones import owned_area, tile_zones
+from evi_udf.raster.grid import PixelGrid, block_windows, mgrs_square_origin
+from evi_udf.zones.pixels import owned_area, tile_zones
+from evi_udf.zones.statistics import NO_ZONE
 
 # 54HYD and 55HBU: the sample's tiles on either side of the 54/55 UTM boundary (144 E); 55HCU inside
 # zone 55; 32VLM in Norway's widened zone 32V; 50TMK, a square cut by the S/T latitude band edge.
