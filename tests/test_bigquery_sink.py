@@ -15,8 +15,8 @@ from evi_udf.errors import SinkError
 from evi_udf.index.catalog import read_index_pandas, select_scenes_pandas
 from evi_udf.outputs.rows import to_result_records
 from evi_udf.outputs.sinks.bigquery import BigQuerySink
-from evi_udf.run.job import split_tables
 from evi_udf.run.ledger import Ledger
+from evi_udf.run.load import split_tables
 from evi_udf.run.process import process_group
 from evi_udf.run.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas
 from evi_udf.sample.generate import SampleSpec, generate_archive
@@ -267,7 +267,7 @@ def test_two_loads_at_once_leave_exactly_the_newest_commit(bigquery_emulator, ru
 
 @pytest.mark.integration
 def test_rejected_rows_keep_the_run_that_first_rejected_them(bigquery_emulator) -> None:
-    from evi_udf.run.job import rejected_records
+    from evi_udf.run.load import rejected_records
 
     sink = new_sink(bigquery_emulator)
     raw = pd.DataFrame(

@@ -52,7 +52,7 @@ from evi_udf.index.catalog import (
     select_scenes_pandas,
     write_index_parquet,
 )
-from evi_udf.run.job import planned_groups, planned_groups_pandas
+from evi_udf.run.planning import DriverSelection, SparkSelection
 
 pytestmark = pytest.mark.integration
 
@@ -362,10 +362,9 @@ def test_index_cache_job_writes_a_cache_that_selects_like_the_csv(spark, tmp_pat
     assert records(selection.rejected.toPandas()) == records(expected_rejected)
     # The groups and scene-set fingerprints the job plans from: formatted by Spark from the Spark
     # selection, and in Python from the driver's, identical (generation times to the microsecond).
-    in_spark = planned_groups(
-        select_scenes(spark, dataclasses.replace(config, driver_selection_max_rows=0)).scenes
-    )
-    assert planned_groups_pandas(expected_scenes) == in_spark
+    spark_config = dataclasses.replace(config, driver_selection_max_rows=0)
+    in_spark = SparkSelection(select_scenes(spark, spark_config), spark_config.index_uri).planned_groups()
+    assert DriverSelection(expected_scenes, expected_rejected).planned_groups() == in_spark
     assert [(p.key.mgrs_tile, p.key.period, p.scene_count) for p in in_spark] == [
         ("29SND", "2020-12", 1),
         ("55HBU", "2022-06", 1),

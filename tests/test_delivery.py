@@ -471,7 +471,8 @@ def test_the_wheel_does_not_pull_spark_and_ships_the_queries(tmp_path: Path) -> 
     required = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
     assert not [r for r in required if r.lower().startswith("pyspark")]
     assert any(r.startswith("rasterio") for r in required)
-    assert {"evi_udf/outputs/sql/evi_time_series.sql", "evi_udf/outputs/sql/monthly_mean_in_area.sql"} <= set(names)
+    queries = {"evi_udf/outputs/sql/evi_time_series.sql", "evi_udf/outputs/sql/monthly_mean_in_area.sql"}
+    assert queries <= set(names)
     assert "evi_udf/run/process.py" in names and not [n for n in names if n.startswith(("tests/", "bench/"))]
 
 

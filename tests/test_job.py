@@ -26,7 +26,8 @@ from rio_cogeo.cogeo import cog_validate
 from evi_udf.config import load_config
 from evi_udf.index.catalog import read_index_pandas, select_scenes, select_scenes_pandas
 from evi_udf.outputs.sinks.parquet import ParquetSink
-from evi_udf.run.job import bucket_ids, run
+from evi_udf.run.execute import bucket_ids
+from evi_udf.run.job import run
 from evi_udf.run.process import process_group
 from evi_udf.run.udf import group_key_from_pandas, make_group_function, scene_refs_from_pandas
 from evi_udf.sample.generate import SampleSpec, generate_archive

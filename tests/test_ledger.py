@@ -14,13 +14,12 @@ from evi_udf.run.ledger import (
     ORPHAN_GRACE,
     Commit,
     Ledger,
-    PlannedGroup,
     latest_commits,
     parse_record_uri,
-    plan_groups,
     record_name,
     superseded_files,
 )
+from evi_udf.run.planning import PlannedGroup, decide_groups
 from evi_udf.storage import Storage
 from evi_udf.task.group import GroupKey, SceneRef
 from evi_udf.task.identity import fingerprint_of, parameter_hash, scene_set_fingerprint
@@ -149,7 +148,7 @@ def test_groups_are_new_changed_failed_done_or_overwritten() -> None:
         planned("55HEU", 3, "6" * 16),
         planned("55HFU", 3, "0" * 16),
     ]
-    plans = {p.group.key.mgrs_tile: p for p in plan_groups(groups, commits, params, overwrite=False)}
+    plans = {p.group.key.mgrs_tile: p for p in decide_groups(groups, commits, params, overwrite=False)}
     assert {tile: p.state for tile, p in plans.items()} == {
         "55HBU": "done",
         "55HCU": "done",
@@ -163,7 +162,7 @@ def test_groups_are_new_changed_failed_done_or_overwritten() -> None:
     assert "not the same products" in plans["55HFU"].reason
     assert "some scenes failed" in plans["55HDU"].reason
     assert plans["55HCU"].current.attempt == "00000003"
-    again = {p.group.key.mgrs_tile: p.state for p in plan_groups(groups, commits, params, overwrite=True)}
+    again = {p.group.key.mgrs_tile: p.state for p in decide_groups(groups, commits, params, overwrite=True)}
     assert again["55HBU"] == again["55HCU"] == "overwrite"
     assert again["55HEU"] == "new"
 

@@ -16,7 +16,7 @@ import pytest
 from evi_udf.errors import SinkError
 from evi_udf.outputs.rows import table_fields
 from evi_udf.outputs.sinks.parquet import ParquetSink
-from evi_udf.run.job import split_tables
+from evi_udf.run.load import split_tables
 from evi_udf.run.udf import result_frame
 
 PARAMS = "c" * 12

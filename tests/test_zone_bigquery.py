@@ -23,8 +23,8 @@ from evi_udf.outputs.queries import load_query
 from evi_udf.outputs.rows import table_arrow_schema, to_result_records
 from evi_udf.outputs.sinks.bigquery import BigQuerySink
 from evi_udf.outputs.zone_views import duckdb_views
-from evi_udf.run.job import split_tables
 from evi_udf.run.ledger import Ledger
+from evi_udf.run.load import split_tables
 from evi_udf.run.process import process_group
 from evi_udf.run.udf import group_key_from_pandas, result_frame, scene_refs_from_pandas, zone_records
 from evi_udf.sample.generate import SampleSpec, generate_archive

@@ -23,66 +23,24 @@ import pandas as pd
 from evi_udf.config import JobConfig
 from evi_udf.deploy.cost import estimate_cost
 from evi_udf.errors import EviError
-from evi_udf.index.arrow import select_on_driver
-from evi_udf.index.catalog import rejected_summary, text_table
-from evi_udf.outputs.sinks import emulator_client
-from evi_udf.run.job import (
-    plan_run,
-    planned_groups_pandas,
-    tile_zone_fingerprints_pandas,
-    with_zone_fingerprints,
-    zone_tiles_only,
-)
-from evi_udf.run.ledger import Ledger, plan_groups
+from evi_udf.index.catalog import text_table
+from evi_udf.run.ledger import Ledger
+from evi_udf.run.planning import STATES, plan_run
 from evi_udf.storage import Storage
-from evi_udf.task.identity import parameter_hash
-from evi_udf.zones.input import read_zones
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-STATE_ORDER = ("new", "changed", "failed", "overwrite", "done")
 
 
 def plan_table(config: JobConfig, spark: Callable[[], SparkSession]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(groups, rejected counts): one row per group with its state and reason; rejected rows by reason.
 
-    ``spark`` is called for a session only when the selection needs Spark: a query on a local Parquet
-    cache that :func:`~evi_udf.index.arrow.select_on_driver` selects from is planned without one.
+    The job's own plan (:func:`evi_udf.run.planning.plan_run`): ``spark`` is called for a session only
+    when the selection needs Spark, so a local Parquet cache is planned without one.
     """
     ledger = Ledger(config.output.root, Storage(config.storage.anonymous_buckets, config.storage.project))
-    on_driver = select_on_driver(config.catalog)
-    if on_driver is not None:
-        scenes, rejected_rows = on_driver
-        planned = planned_groups_pandas(scenes)
-        if config.zones.uri is not None:
-            zone_set = read_zones(config.zones, ledger.storage, emulator_client(config))
-            tiles = sorted({p.key.mgrs_tile for p in planned})
-            fingerprints = tile_zone_fingerprints_pandas(zone_set, tiles)
-            planned = zone_tiles_only(planned, fingerprints, config)
-            planned = with_zone_fingerprints(planned, fingerprints)
-        plans = plan_groups(
-            planned, ledger.list_commits(), parameter_hash(config.raster), config.run.overwrite
-        )
-        rejected = rejected_summary(rejected_rows)
-    else:
-        plan = plan_run(spark(), config, ledger)
-        plans, rejected = plan.groups, rejected_summary(plan.selection)
-    groups = pd.DataFrame(
-        [
-            {
-                "mgrs_tile": p.group.key.mgrs_tile,
-                "period": p.group.key.period,
-                "scenes": p.group.scene_count,
-                "state": p.state,
-                "reason": p.reason,
-            }
-            for p in plans
-        ],
-        columns=["mgrs_tile", "period", "scenes", "state", "reason"],
-    )
-    groups = groups.sort_values(["mgrs_tile", "period"]).reset_index(drop=True)
-    return groups, rejected
+    plan = plan_run(config, ledger, spark)
+    return plan.table(), plan.selection.rejected_counts()
 
 
 def print_plan(
@@ -94,7 +52,7 @@ def print_plan(
     print(f"index: {config.catalog.index_uri}", file=out)
     print(f"outputs: {config.output.root}", file=out)
     counts = groups["state"].value_counts()
-    states = ", ".join(f"{int(counts[s])} {s}" for s in STATE_ORDER if s in counts)
+    states = ", ".join(f"{int(counts[s])} {s}" for s in STATES if s in counts)
     print(
         f"{int(groups['scenes'].sum())} scenes in {len(groups)} groups (tile x {config.catalog.period})"
         + (f": {states}" if states else ""),

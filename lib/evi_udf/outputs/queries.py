@@ -2,8 +2,8 @@
 
 Identifiers cannot be query parameters in BigQuery, so the ``{project}`` and ``{dataset}`` placeholders
 are substituted only after the names pass the sink's validation; every value is a query parameter.
-The queries live in ``evi_udf/outputs/sql/`` inside the package (also inside the wheel), so they can be printed
-for the ``bq`` command line wherever the package is installed:
+The queries live in ``evi_udf/outputs/sql/`` inside the package (also inside the wheel), so they can be
+printed for the ``bq`` command line wherever the package is installed:
 
     python -m evi_udf.outputs.queries evi_time_series --project my-project --dataset sentinel2_evi
 """
@@ -40,7 +40,8 @@ def load_query(name: str, project: str, dataset: str, directory: Traversable = S
         raise SinkError(f"bigquery dataset {dataset!r}: use letters, digits and underscores only")
     path = directory / f"{name}.sql"
     if not path.is_file():
-        raise SinkError(f"no query {name!r} in evi_udf/outputs/sql (known: {', '.join(query_names(directory))})")
+        known = ", ".join(query_names(directory))
+        raise SinkError(f"no query {name!r} in evi_udf/outputs/sql (known: {known})")
     return path.read_text(encoding="utf-8").replace("{project}", project).replace("{dataset}", dataset)
 
 

@@ -35,7 +35,7 @@ from evi_udf.run.ledger import Ledger
 from evi_udf.run.process import GroupResult, process_group
 from evi_udf.storage import Storage
 from evi_udf.task.group import GroupKey, SceneRef
-from evi_udf.task.identity import parameter_hash, scene_set_fingerprint, zone_line
+from evi_udf.task.identity import parameter_hash, zone_set_fingerprint
 from evi_udf.task.names import group_outputs, new_attempt
 from evi_udf.zones.pixels import ZoneInput
 from evi_udf.zones.statistics import ZoneStatistics, ZoneSummary, summarize
@@ -225,8 +225,7 @@ def make_group_function(
 
 def tile_zone_fingerprint(zones: pd.DataFrame) -> str | None:
     """The fingerprint of the zones a group was given (None when there are none)."""
-    lines = [zone_line(str(i), bytes(w)) for i, w in zip(zones["zone_id"], zones["wkb"], strict=True)]
-    return scene_set_fingerprint(set(lines)) if lines else None
+    return zone_set_fingerprint(zip(map(str, zones["zone_id"]), map(bytes, zones["wkb"]), strict=True))
 
 
 def zones_from_pandas(zones: pd.DataFrame) -> tuple[ZoneInput, dict[int, str]]:

@@ -3,7 +3,9 @@ the fingerprint of the scene set (and zones) it is made from.
 
 A group is done when a commit record of the same parameter hash and fingerprint exists
 (:mod:`evi_udf.run.ledger`), so these functions decide what a rerun remakes: they must give the same
-value on the driver (which plans) and in the task (which commits).
+value on the driver (which plans, in Spark or pandas) and in the task (which commits). Each
+fingerprint therefore has its Python form and its Spark SQL form side by side here, and
+``tests/test_identity.py`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from evi_udf.config import RasterConfig
 from evi_udf.task.group import SceneRef
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 # Hex digits of the scene-set fingerprint kept in record names (64 bits).
 FINGERPRINT_DIGITS = 16
@@ -75,6 +81,15 @@ def zone_line(zone_id: str, wkb: bytes) -> str:
     return f"zone|{zone_id}|{hashlib.sha256(wkb).hexdigest()[:FINGERPRINT_DIGITS]}"
 
 
+def zone_set_fingerprint(zones: Iterable[tuple[str, bytes]]) -> str | None:
+    """The fingerprint of the zones a tile is given, as (zone id, WKB) pairs; ``None`` for none.
+
+    A zone given twice counts once (a set of :func:`zone_line` lines).
+    """
+    lines = {zone_line(zone_id, wkb) for zone_id, wkb in zones}
+    return scene_set_fingerprint(lines) if lines else None
+
+
 def group_fingerprint(scene_fingerprint: str, zone_fingerprint: str | None) -> str:
     """What a group's commit is made of: its scene set and, when the run has zones on its tile, the
     fingerprint of those zones (:func:`scene_set_fingerprint` of their :func:`zone_line` lines).
@@ -90,3 +105,36 @@ def fingerprint_of(scenes: Iterable[SceneRef]) -> str:
         scene_line(s.product_id, s.processing_baseline, format_generation_time(s.generation_time))
         for s in scenes
     )
+
+
+# Spark SQL forms of the functions above, for the driver's plan (one Spark job for every group).
+# Spark's sha2 of a string hashes its UTF-8 bytes and gives the lowercase hex digest, as hashlib does;
+# array_sort orders strings by their UTF-8 bytes, which is code point order, as Python's sorted().
+
+
+def scene_line_column() -> Column:
+    """:func:`scene_line` of each scene row (``product_id``, ``processing_baseline``,
+    ``generation_time`` in the session time zone, which must be UTC)."""
+    from pyspark.sql import functions as F
+
+    generation = F.coalesce(F.date_format("generation_time", SPARK_GENERATION_TIME_PATTERN), F.lit(""))
+    return F.concat_ws("|", "product_id", "processing_baseline", generation)
+
+
+def zone_line_column() -> Column:
+    """:func:`zone_line` of each zone row (``zone_id``, ``wkb``)."""
+    from pyspark.sql import functions as F
+
+    return F.concat(
+        F.lit("zone|"), "zone_id", F.lit("|"), F.substring(F.sha2("wkb", 256), 1, FINGERPRINT_DIGITS)
+    )
+
+
+def fingerprint_column(lines: Column, distinct: bool = False) -> Column:
+    """The aggregate :func:`scene_set_fingerprint` of a group's ``lines`` (``distinct``: of their
+    set, as :func:`zone_set_fingerprint` takes it)."""
+    from pyspark.sql import functions as F
+
+    collected = F.collect_set(lines) if distinct else F.collect_list(lines)
+    joined = F.concat_ws("\n", F.array_sort(collected))
+    return F.substring(F.sha2(joined, 256), 1, FINGERPRINT_DIGITS)
