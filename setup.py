@@ -58,6 +58,8 @@ DEV_REQUIREMENTS = [
     "odc-stac>=0.5,<0.6",
     "stackstac>=0.5,<0.6",
     "jsonschema>=4.20,<5",
+    # The documentation site (mkdocs.yml, docs/), built with --strict by `make test`.
+    "mkdocs>=1.6,<2",
 ]
 
 setup(
