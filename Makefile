@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make run   - generate the bundled Sentinel-2 sample (first time) and run the pipeline on it locally
-#   make test  - lint and run the test suite
+#   make test  - lint, build the docs and run the test suite
 # Both install what they need first (Java 17 if missing, .venv with pinned dependencies).
 
 SHELL := /bin/bash
@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: setup run plan run-emulators test lint sample bench clean wheel
+.PHONY: setup run plan run-emulators test lint docs sample bench clean wheel
 
 setup:
 	@scripts/bootstrap.sh
@@ -49,7 +49,12 @@ wheel: setup
 lint: setup
 	$(VENV)/bin/ruff check lib tests spark_jobs bench scripts
 
-test: setup lint
+# The documentation site (mkdocs.yml, docs/) into site/ (git-ignored). --strict makes every warning
+# an error: a broken link or anchor, a page missing from the nav.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+test: setup lint docs
 	$(PY) -m pytest
 
 # Benchmarks are not part of `make test`: full-size tiles take long (~80 min on 2 cores, plus ~60 min
@@ -82,4 +87,4 @@ bench: setup
 	$(PY) bench/report.py
 
 clean:
-	rm -rf $(SAMPLE) out
+	rm -rf $(SAMPLE) out site
