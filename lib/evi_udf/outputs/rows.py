@@ -274,7 +274,8 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
 }
 # What each column means (units, scale, encoding). A name means the same in every table unless
 # _TABLE_COLUMN_DOCS says otherwise for one table. Every column of every table must be described here
-# (tests/test_schema.py checks it), and the README's table reference is generated from it.
+# (tests/test_schema.py checks it), and the documentation's table reference (docs/reference/tables.md)
+# is generated from it.
 _COLUMN_DOCS: dict[str, str] = {
     "run_id": "The run that wrote the row (UTC start time and a random suffix, as in its run report).",
     "commit_id": "The commit of the group the row belongs to (commit time and attempt); see evi_commits.",
